@@ -41,8 +41,8 @@ def test_home_page(page):
     assert imgs and all(w and w > 100 for w in imgs), imgs
 
 
-def test_navigate_to_api_page_with_plot(page):
-    page.goto(page.url.rsplit('/', 1)[0] + '/index.html')
+def test_navigate_to_api_page_with_plot(page, site):
+    page.goto(site + '/index.html')
     page.get_by_role('link', name='NF4 quantization').first.click()
     page.wait_for_load_state('load')
     assert page.url.endswith('/quant.html'), page.url
@@ -61,8 +61,28 @@ def test_navigate_to_api_page_with_plot(page):
     assert shot.stat().st_size > 10_000
 
 
-def test_search(page):
-    page.goto(page.url.rsplit('/', 1)[0] + '/index.html')
+def test_snr_page_shows_heatmap(page, site):
+    page.goto(site + '/snr.html')
+    assert page.locator('h3#snranalyzer').count() == 1
+    # the heatmap cell's output image: find the image right after the code calling res.heatmap()
+    img = page.locator('div.jp-Cell:has(pre:text("res.heatmap()")) img').first
+    img.scroll_into_view_if_needed()
+    assert img.is_visible()
+    w, h = img.evaluate('e => [e.naturalWidth, e.naturalHeight]')
+    assert w > 300 and h > 300, (w, h)
+
+
+def test_benchmark_section(page, site):
+    page.goto(site + '/index.html')
+    page.get_by_role('link', name='Benchmark: SNR scan').first.click()
+    page.wait_for_load_state('load')
+    assert page.url.endswith('/benchmarks/snr_scan.html')
+    assert 'peak RSS' in page.inner_text('article')
+    assert page.locator('article img').count() >= 1
+
+
+def test_search(page, site):
+    page.goto(site + '/index.html')
     box = page.locator('input[data-md-component="search-query"]')
     box.click()
     box.press_sequentially('dequantize', delay=30)

@@ -131,8 +131,21 @@ def stage(cfg) -> list[tuple[str, str]]:
         out = Path(rel).parent/f'{name}.ipynb'
         (docs/out).parent.mkdir(parents=True, exist_ok=True)
         (docs/out).write_text(json.dumps(nb, indent=1))
-        nav.append((fm.get('title') or name, str(out)))
+        nav.append((str(Path(rel).parent), fm.get('title') or name, str(out)))
     return nav
+
+
+def nav_tree(nav) -> list:
+    "mkdocs navigation: top-level pages, then one section per notebook folder (as nbdev's sidebar does)"
+    tree, sections = [], {}
+    for folder, title, page in nav:
+        if folder == '.': tree.append({title: page})
+        else:
+            if folder not in sections:
+                sections[folder] = []
+                tree.append({folder.replace('_', ' ').title(): sections[folder]})
+            sections[folder].append({title: page})
+    return tree
 
 
 def write_mkdocs(cfg, nav) -> Path:
@@ -145,7 +158,7 @@ def write_mkdocs(cfg, nav) -> Path:
                     'remove_tag_config': {'remove_input_tags': ['remove_input'], 'remove_all_outputs_tags': ['remove_output'],
                                           'remove_cell_tags': ['remove_cell']}}}],
         'markdown_extensions': ['tables', 'admonition', {'toc': {'permalink': True}}],
-        'nav': [{t: p} for t, p in nav],
+        'nav': nav_tree(nav),
     }
     p = STAGE/'mkdocs.yml'
     p.write_text(yaml.safe_dump({k: v for k, v in conf.items() if v is not None}, sort_keys=False))
