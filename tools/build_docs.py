@@ -174,7 +174,7 @@ def mkdocs_build(conf: Path):
 
 def readme(cfg):
     "README.md from the processed index notebook: markdown, code, text outputs, and images saved beside it"
-    nb, _ = repair_notebook(json.loads((PROC/'index.ipynb').read_text()), cfg.doc_url)
+    nb, _ = repair_notebook(json.loads((PROC/'index.ipynb').read_text()), '')  # README keeps links to the published site
     img_dir = ROOT/'README_files'
     shutil.rmtree(img_dir, ignore_errors=True)
     parts = []
