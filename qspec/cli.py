@@ -12,7 +12,22 @@ from . import __version__
 from .core import QspecError, atomic_file
 
 # %% auto #0
-__all__ = ['demo', 'memory', 'convert', 'scan', 'allocate', 'main']
+__all__ = ['save_png', 'demo', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
+
+# %% ../nbs/09_cli.ipynb #7e1a658c
+def save_png(
+    path:str|Path, # the PNG file to write
+    draw, # callable drawing the figure; returns an axes or a figure
+    dpi:int=120, # resolution
+)->Path:
+    "Draw with matplotlib's Agg backend and write the figure to `path` atomically"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    r = draw()
+    fig = r if isinstance(r, plt.Figure) else r.figure
+    with atomic_file(path) as t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight')
+    plt.close(fig)
+    return Path(path)
 
 # %% ../nbs/09_cli.ipynb #74a85dcb
 def demo(
@@ -42,12 +57,7 @@ def memory(
     from qspec.quant import load_nf4, memory_report
     rep = memory_report(load_nf4(model, device=device))
     print(rep)
-    if chart:
-        import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        ax = rep.plot()
-        with atomic_file(chart) as t: ax.figure.savefig(t, format='png', dpi=120, bbox_inches='tight')
-        plt.close(ax.figure)
+    if chart: save_png(chart, rep.plot)
     if json_out:
         d = dict(model=rep.name, weights=rep.weights, bytes=rep.nbytes, modules=rep.modules, total=rep.total,
                  bf16=rep.baseline(16), fp32=rep.baseline(32), bits_per_quantized_weight=rep.bits_per_quantized_weight)
@@ -93,11 +103,7 @@ def scan(
     outp = Path(out)
     res.to_json(outp/'snr.json')
     files = res.save_spectrum(outp, top_percent)
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    ax = res.heatmap(top_percent)
-    with atomic_file(outp/'snr_heatmap.png') as t: ax.figure.savefig(t, format='png', dpi=110, bbox_inches='tight')
-    plt.close(ax.figure)
+    save_png(outp/'snr_heatmap.png', lambda: res.heatmap(top_percent), dpi=110)
     sel = res.select(top_percent)
     print(f'{len(res)} matrices in {len(res.types)} types; top {top_percent:g} % per type: {sum(map(len, sel.values()))} modules')
     for f in ['snr.json', *[x.name for x in files], 'snr_heatmap.png']: print(outp/f)
@@ -138,6 +144,42 @@ def allocate(
         print(f"  {t:<8} {d['modules']:>4} modules, ranks {', '.join(map(str, sorted(d['ranks'], reverse=True)))}: {d['params']:,} parameters")
     print(out)
     return plan
+
+# %% ../nbs/09_cli.ipynb #28c42333
+def group(
+    model:str, # alias, checkpoint directory or hub id
+    plan:str, # the plan from `qspec allocate`
+    out:str, # groups file to write (JSON)
+    data:str|None=None, # calibration texts: .txt/.md/.jsonl file or folder (default: the embedded data)
+    column:str='text', # text field of .jsonl records
+    threshold:float=0.9, # cosine similarity needed to share
+    contiguous:bool=True, # only group neighbouring layers
+    max_size:int|None=None, # largest group
+    batches:int=4, batch_size:int=4, seq_len:int=128, # calibration batches and their shape
+    device:str='auto', # 'auto', 'cpu' or 'cuda'
+    chart:str|None=None, # write similarity heatmaps (groups outlined) to this PNG file
+):
+    "Group a plan's modules whose gradients agree and write the groups"
+    from qspec.ranks import load_plan, check_plan
+    from qspec.grouping import GradientGrouper
+    from qspec.data import token_batches, load_texts
+    from qspec.quant import load_nf4
+    from qspec.models import load_tokenizer
+    from qspec.core import compute_dtype
+    if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    pl = load_plan(plan)
+    check_plan(pl, _model_module_names(model))
+    texts = load_texts(data, column) if data else None
+    cal = token_batches(load_tokenizer(model), texts, batches, batch_size, seq_len)
+    base = load_nf4(model, device=device, compute_dtype=compute_dtype(device))
+    gr = GradientGrouper(base, pl, cal, threshold, contiguous, max_size).fit()
+    gr.save(out)
+    if chart: save_png(chart, gr.heatmaps)
+    print(f"{len(gr.groups)} groups for {len(pl.adapted)} adapted modules, {len(gr.shared())} shared; "
+          f"trainable parameters {gr.params():,} (plan: {pl.params:,}, {1 - gr.params() / pl.params:.0%} fewer)")
+    if gr.zero: print(f"all-zero gradients, left ungrouped: {', '.join(gr.zero)}")
+    print(out)
+    return gr
 
 # %% ../nbs/09_cli.ipynb #e004ee5c
 def _list(conv, what):
@@ -184,6 +226,19 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--lr-scale', type=_floats, default=[0.5, 2.0], help='learning-rate multiplier range, e.g. 0.5,2')
     a.add_argument('--model', help="check the plan against this model's modules")
     a.add_argument('--out', required=True, help='plan file to write (JSON)')
+    gp = sub.add_parser('group', help="group the plan's modules whose gradients agree; each group shares one LoRA update")
+    gp.add_argument('model', help='alias, checkpoint directory or hub id')
+    gp.add_argument('--plan', required=True, help='plan file from `qspec allocate`')
+    gp.add_argument('--out', required=True, help='groups file to write (JSON)')
+    gp.add_argument('--data', help='calibration texts: a .txt/.md/.jsonl file or a folder (default: the embedded data)')
+    gp.add_argument('--column', default='text', help='text field of .jsonl records (default: text)')
+    gp.add_argument('--threshold', type=float, default=0.9, help='cosine similarity needed to share (default: 0.9)')
+    gp.add_argument('--any-order', dest='contiguous', action='store_false', help='also group layers that are not neighbours')
+    gp.add_argument('--max-size', type=int, help='largest group')
+    gp.add_argument('--batches', type=int, default=4); gp.add_argument('--batch-size', type=int, default=4)
+    gp.add_argument('--seq-len', type=int, default=128)
+    gp.add_argument('--device', default='auto')
+    gp.add_argument('--chart', help='write similarity heatmaps with the groups outlined to this PNG file')
     c = sub.add_parser('convert', help='convert the embedded model into the cache and print its path')
     c.add_argument('--force', action='store_true', help='convert again even when cached')
     return p
@@ -194,7 +249,7 @@ def main(
 )->int: # exit code: 0 success, 2 bad input
     "Run the `qspec` command line"
     args = vars(_parser().parse_args(argv))
-    cmd = {'demo': demo, 'memory': memory, 'scan': scan, 'allocate': allocate, 'convert': convert}[args.pop('cmd')]
+    cmd = {'demo': demo, 'memory': memory, 'scan': scan, 'allocate': allocate, 'group': group, 'convert': convert}[args.pop('cmd')]
     try: cmd(**args)
     except QspecError as e:
         print(f'qspec: error: {e}', file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'pick_device', 'cache_dir']
+__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'pick_device', 'compute_dtype', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -84,6 +84,19 @@ def pick_device(
                              "use device='cpu' or 'auto'")
         return device
     raise QspecError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+# %% ../nbs/00_core.ipynb #ee68ff26
+def _cpu_flags()->set[str]:
+    try: return set(next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split(':')[1].split())
+    except (OSError, StopIteration): return set()
+
+def compute_dtype(
+    device:str='auto', # a device, as for `pick_device`
+)->torch.dtype: # bf16 where the hardware computes it natively, else fp32
+    "The fastest training compute dtype on `device`"
+    dev = pick_device(device)
+    if dev.startswith('cuda'): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if _cpu_flags() & {'avx512_bf16', 'amx_bf16'} else torch.float32
 
 # %% ../nbs/00_core.ipynb #f8446824
 def cache_dir()->Path: # the folder where qspec keeps converted checkpoints

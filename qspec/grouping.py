@@ -20,30 +20,8 @@ from .snr import split_name
 from .ranks import LoraPlan, apply_plan, _lora_layers
 
 # %% auto #0
-__all__ = ['pydoc_texts', 'calibration_batches', 'gradient_signatures', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters',
-           'export_peft', 'load_groups', 'save_grouped', 'load_grouped']
-
-# %% ../nbs/05_grouping.ipynb #40fd31e2
-def pydoc_texts()->list[str]: # the 79 topics of Python's reference documentation, sorted by name
-    "Python's reference documentation as texts"
-    from pydoc_data.topics import topics
-    return [topics[k] for k in sorted(topics)]
-
-def calibration_batches(
-    tok, # a tokenizer
-    texts:list[str]|None=None, # texts (default: `pydoc_texts()`)
-    n_batches:int=4, # number of batches
-    batch_size:int=4, # sequences per batch
-    seq_len:int=128, # tokens per sequence
-    seed:int=0, # which blocks are drawn
-)->list[torch.Tensor]: # token-id tensors of shape (batch_size, seq_len)
-    "Random blocks of `seq_len` tokens from the concatenated `texts`"
-    ids = tok('\n\n'.join(texts or pydoc_texts()), return_tensors='pt').input_ids[0]
-    need = batch_size * seq_len
-    if len(ids) < need: raise QspecError(f"the calibration texts hold {len(ids)} tokens; need at least {need}")
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - seq_len, (n_batches, batch_size), generator=g)
-    return [torch.stack([ids[s:s + seq_len] for s in row.tolist()]) for row in starts]
+__all__ = ['gradient_signatures', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters', 'export_peft', 'load_groups',
+           'save_grouped', 'load_grouped']
 
 # %% ../nbs/05_grouping.ipynb #4ab00f57
 def _proj(n:int, k:int, side:int, seed:int)->torch.Tensor:
@@ -90,12 +68,13 @@ def gradient_signatures(
         model.train(was_training)
     return {m: sig[m].flatten().cpu() if m in sig else torch.zeros(k * k) for m in modules}
 
-# %% ../nbs/05_grouping.ipynb #583ee85e
+# %% ../nbs/05_grouping.ipynb #b888e8eb
 def cluster(
     sim:torch.Tensor, # n×n cosine similarities, in layer order
     threshold:float=0.9, # merge while the average similarity is at least this
     contiguous:bool=True, # only merge neighbouring clusters
     max_size:int|None=None, # largest group
+    merges:list|None=None, # if given, each merge is appended as (cluster a, cluster b, similarity)
 )->list[list[int]]: # clusters of indices, each sorted
     "Average-linkage agglomerative clustering of a similarity matrix"
     if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
@@ -109,6 +88,7 @@ def cluster(
                 if s > best: best, pair = s, (a, b)
         if pair is None or best < threshold: break
         a, b = pair
+        if merges is not None: merges.append((cl[a], cl[b], best))
         cl[a] = sorted(cl[a] + cl.pop(b))
     return cl
 
@@ -119,7 +99,8 @@ class Groups:
     groups:list # each: dict(type, shape, rank, members)
     similarity:dict # type -> dict(modules, matrix) of cosine similarities, in layer order
     zero:list # modules whose gradient was all zero (left ungrouped)
-    threshold:float=0.9
+    threshold:float=0.9 # cosine similarity needed to share
+    contiguous:bool=True # whether only neighbouring layers could merge
     def shared(self)->list: return [g for g in self.groups if len(g['members']) > 1]
 
 # %% ../nbs/05_grouping.ipynb #e7828653
@@ -158,15 +139,16 @@ def fit(self:GradientGrouper, progress:bool=True)->Groups:
         sims[t] = dict(modules=ms, matrix=sim.tolist())
         groups += [[ms[i] for i in c] for c in cluster(sim, self.threshold, self.contiguous, self.max_size)]
     out = [dict(type=ad[g[0]]['type'], shape=list(ad[g[0]]['shape']), rank=max(ad[m]['rank'] for m in g), members=g) for g in groups]
-    return Groups(sorted(out, key=lambda g: (g['type'], ad[g['members'][0]]['layer'])), sims, zero, self.threshold)
+    return Groups(sorted(out, key=lambda g: (g['type'], ad[g['members'][0]]['layer'])), sims, zero, self.threshold, self.contiguous)
 
 # %% ../nbs/05_grouping.ipynb #bf929f18
 @patch
 def grouped_plan(self:Groups, plan:LoraPlan)->LoraPlan:
-    "The plan with every member at its group's rank (so members' adapters have one shape)"
+    "The plan with every member at its group's rank and largest learning rate (members' adapters have one shape)"
     mods = {m: dict(v) for m, v in plan.modules.items()}
     for g in self.groups:
-        for m in g['members']: mods[m]['rank'] = g['rank']
+        lr = max(mods[m]['lr_scale'] for m in g['members'])
+        for m in g['members']: mods[m].update(rank=g['rank'], lr_scale=lr)
     return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, grouped=True))
 
 @patch
@@ -250,16 +232,22 @@ def load_grouped(base:nn.Module, path:str|Path)->PeftModel:
             l.lora_A['default'].weight.copy_(sd[f'group.{i}.lora_A']); l.lora_B['default'].weight.copy_(sd[f'group.{i}.lora_B'])
     return pm
 
+# %% ../nbs/05_grouping.ipynb #e4d3f667
+@patch
+def _similarity(self:Groups, type:str)->tuple[list[str], torch.Tensor]:
+    if type not in self.similarity: raise QspecError(f"no similarities for type {type!r}; available: {', '.join(self.similarity)}")
+    s = self.similarity[type]
+    return s['modules'], torch.tensor(s['matrix'])
+
 # %% ../nbs/05_grouping.ipynb #724a4a20
 @patch
 def heatmap(self:Groups, type:str, ax=None):
     "Cosine similarity of a type's gradients, layer by layer, with its groups outlined"
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    if type not in self.similarity: raise QspecError(f"no similarities for type {type!r}; available: {', '.join(self.similarity)}")
-    s = self.similarity[type]; ms = s['modules']
+    ms, sim = self._similarity(type)
     if ax is None: _, ax = plt.subplots(figsize=(5.5, 4.5))
-    im = ax.imshow(s['matrix'], cmap='RdBu_r', vmin=-1, vmax=1, interpolation='nearest')
+    im = ax.imshow(sim, cmap='RdBu_r', vmin=-1, vmax=1, interpolation='nearest')
     layers = [split_name(m)[0] for m in ms]
     step = max(1, len(ms) // 10)
     ax.set_xticks(range(0, len(ms), step), layers[::step]); ax.set_yticks(range(0, len(ms), step), layers[::step])
@@ -269,3 +257,40 @@ def heatmap(self:Groups, type:str, ax=None):
     ax.figure.colorbar(im, ax=ax, label='gradient cosine similarity')
     ax.set_xlabel('layer'); ax.set_ylabel('layer'); ax.set_title(f'{type} (boxes: groups)')
     return ax
+
+# %% ../nbs/05_grouping.ipynb #8fcd74ea
+@patch
+def dendrogram(self:Groups, type:str, ax=None):
+    "The merge tree of a type's modules (height 1 − cosine similarity), with the threshold as a dashed line"
+    import matplotlib.pyplot as plt
+    ms, sim = self._similarity(type)
+    hist = []
+    cluster(sim, -1, self.contiguous, merges=hist)
+    kids = {(i,): None for i in range(len(ms))}
+    for a, b, _ in hist: kids[tuple(sorted(a + b))] = (tuple(a), tuple(b))
+    def leaves(n): return list(n) if kids[n] is None else leaves(kids[n][0]) + leaves(kids[n][1])
+    order = leaves(tuple(range(len(ms))))
+    x, y = {(i,): order.index(i) for i in range(len(ms))}, {(i,): 0.0 for i in range(len(ms))}
+    if ax is None: _, ax = plt.subplots(figsize=(max(5, len(ms) * .3), 3.5))
+    for a, b, s in hist:
+        a, b, n = tuple(a), tuple(b), tuple(sorted(a + b))
+        x[n], y[n] = (x[a] + x[b]) / 2, 1 - s
+        ax.plot([x[a], x[a], x[b], x[b]], [y[a], y[n], y[n], y[b]], color='#4c72b0' if s >= self.threshold else '#999999', lw=1.2)
+    ax.axhline(1 - self.threshold, ls='--', color='#c44e52', lw=1, label=f'threshold {self.threshold:g}')
+    ax.set_xticks(range(len(ms)), [split_name(ms[i])[0] for i in order], fontsize=7)
+    ax.set_xlabel('layer'); ax.set_ylabel('1 − cosine similarity'); ax.set_title(f'{type}: merge tree'); ax.legend(loc='upper left')
+    return ax
+
+# %% ../nbs/05_grouping.ipynb #cd05a845
+@patch
+def heatmaps(self:Groups, cols:int=4):
+    "A figure with the similarity heatmap of every type"
+    import matplotlib.pyplot as plt
+    ts = list(self.similarity)
+    if not ts: raise QspecError("no similarities to draw: every adapted module had an all-zero gradient")
+    rows = math.ceil(len(ts) / cols)
+    fig, axs = plt.subplots(rows, min(cols, len(ts)), figsize=(5 * min(cols, len(ts)), 4.2 * rows), squeeze=False)
+    for ax in axs.flat[len(ts):]: ax.set_axis_off()
+    for t, ax in zip(ts, axs.flat): self.heatmap(t, ax=ax)
+    fig.tight_layout()
+    return fig
