@@ -161,12 +161,12 @@ def group(
 ):
     "Group a plan's modules whose gradients agree and write the groups"
     from qspec.ranks import load_plan, check_plan
-    from qspec.grouping import GradientGrouper
+    from qspec.grouping import GradientGrouper, check_threshold
     from qspec.data import token_batches, load_texts
     from qspec.quant import load_nf4
     from qspec.models import load_tokenizer
     from qspec.core import compute_dtype
-    if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    check_threshold(threshold)
     pl = load_plan(plan)
     check_plan(pl, _model_module_names(model))
     texts = load_texts(data, column) if data else None

@@ -20,8 +20,8 @@ from .snr import split_name
 from .ranks import LoraPlan, apply_plan, _lora_layers
 
 # %% auto #0
-__all__ = ['gradient_signatures', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters', 'export_peft', 'load_groups',
-           'save_grouped', 'load_grouped']
+__all__ = ['gradient_signatures', 'check_threshold', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters', 'export_peft',
+           'load_groups', 'save_grouped', 'load_grouped']
 
 # %% ../nbs/05_grouping.ipynb #4ab00f57
 def _proj(n:int, k:int, side:int, seed:int)->torch.Tensor:
@@ -69,6 +69,12 @@ def gradient_signatures(
     return {m: sig[m].flatten().cpu() if m in sig else torch.zeros(k * k) for m in modules}
 
 # %% ../nbs/05_grouping.ipynb #b888e8eb
+def check_threshold(
+    threshold:float, # a similarity threshold
+):
+    "Raise unless `threshold` is a cosine similarity in [-1, 1]"
+    if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+
 def cluster(
     sim:torch.Tensor, # n×n cosine similarities, in layer order
     threshold:float=0.9, # merge while the average similarity is at least this
@@ -77,7 +83,7 @@ def cluster(
     merges:list|None=None, # if given, each merge is appended as (cluster a, cluster b, similarity)
 )->list[list[int]]: # clusters of indices, each sorted
     "Average-linkage agglomerative clustering of a similarity matrix"
-    if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    check_threshold(threshold)
     cl = [[i] for i in range(len(sim))]
     while len(cl) > 1:
         best, pair = -math.inf, None
@@ -115,7 +121,7 @@ class GradientGrouper:
         max_size:int|None=None, # largest group
         k:int=16, # sketch size
     ):
-        if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+        check_threshold(threshold)
         self.model, self.plan, self.batches = model, plan, batches
         self.threshold, self.contiguous, self.max_size, self.k = threshold, contiguous, max_size, k
 
