@@ -12,22 +12,7 @@ from . import __version__
 from .core import QspecError, atomic_file
 
 # %% auto #0
-__all__ = ['save_png', 'demo', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
-
-# %% ../nbs/09_cli.ipynb #7e1a658c
-def save_png(
-    path:str|Path, # the PNG file to write
-    draw, # callable drawing the figure; returns an axes or a figure
-    dpi:int=120, # resolution
-)->Path:
-    "Draw with matplotlib's Agg backend and write the figure to `path` atomically"
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    r = draw()
-    fig = r if isinstance(r, plt.Figure) else r.figure
-    with atomic_file(path) as t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight')
-    plt.close(fig)
-    return Path(path)
+__all__ = ['demo', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
 
 # %% ../nbs/09_cli.ipynb #74a85dcb
 def demo(

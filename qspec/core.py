@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'pick_device', 'compute_dtype', 'cache_dir']
+__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'pick_device', 'compute_dtype', 'cache_dir', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -103,3 +103,18 @@ def cache_dir()->Path: # the folder where qspec keeps converted checkpoints
     "qspec's cache folder: `$QSPEC_CACHE`, else `~/.cache/qspec`"
     env = os.environ.get('QSPEC_CACHE')
     return Path(env).expanduser() if env else Path.home()/'.cache'/'qspec'
+
+# %% ../nbs/00_core.ipynb #7e1a658c
+def save_png(
+    path:str|Path, # the PNG file to write
+    draw, # callable drawing the figure; returns an axes or a figure
+    dpi:int=120, # resolution
+)->Path:
+    "Draw with matplotlib's Agg backend and write the figure to `path` atomically"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    r = draw()
+    fig = r if isinstance(r, plt.Figure) else r.figure
+    with atomic_file(path) as t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight')
+    plt.close(fig)
+    return Path(path)
