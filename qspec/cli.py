@@ -1,4 +1,4 @@
-"""The `qspec` command: the demo, the memory report, the SNR scan and rank allocation from a terminal, with clear errors and no prompts.
+"""The `qspec` command: the demo (the whole method on the embedded model), `train` from a YAML file, the memory report, the SNR scan, rank allocation and grouping from a terminal, with clear errors and no prompts.
 
 Docs: https://qspec-dev.github.io/qspec/cli.html.md"""
 
@@ -12,24 +12,54 @@ from . import __version__
 from .core import QspecError, atomic_file
 
 # %% auto #0
-__all__ = ['demo', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
+__all__ = ['demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
 
-# %% ../nbs/09_cli.ipynb #74a85dcb
+# %% ../nbs/09_cli.ipynb #929551e7
+def _summary(m:dict, out:Path)->str:
+    "The lines `demo` and `train` print at the end"
+    lines = [f"validation loss: {m['eval_loss_before']:.4f} before, {m['eval_loss_after']:.4f} after ({m['steps']} steps)",
+             f"trainable parameters: {m['trainable_params']:,} in {m['adapted_modules']} of {m['modules']} modules "
+             f"({m['trainable_params'] / m['all_layer_qlora_params']:.2f}× QLoRA r=16 on every linear layer: {m['all_layer_qlora_params']:,})",
+             f"peak memory: {m['peak_memory_mib']:,.0f} MiB; {m['tokens_per_second']:,.0f} tokens/s; compute dtype {m['compute_dtype']}"]
+    if m.get('resized_modules'): lines.append(f"re-scan: {m['resized_modules']} modules changed rank (validation loss after resizing {m.get('eval_loss_resized', float('nan')):.4f})")
+    mc = m.get('merge_check')
+    if mc: lines.append(f"merged ({mc['stored_dtype']}) vs adapter: max |Δlogit| {mc['max_abs']:.4f} (logits up to {mc['logit_range']:.1f}), max |Δprob| {mc['prob_max_abs']:.5f}")
+    for w in ('before', 'after'):
+        if f'answer_{w}' in m: lines.append(f"answer {w}: {m[f'answer_{w}']}")
+    lines.append(f"run directory: {out}")
+    return '\n'.join(lines)
+
 def demo(
-    model:str='smollm2', # model to load: alias, checkpoint directory or hub id
-    question:str='What is the capital of France?', # question for the model
+    out:str='runs/demo', # run directory to write
+    steps:int=40, # optimizer steps
+    max_length:int=256, # tokens per example
     device:str='auto', # 'auto', 'cpu' or 'cuda'
-    max_new_tokens:int=48, # length limit of the answer
-)->dict: # the memory report and the answer
-    "Load `model` in NF4, print its memory report, and print its answer to `question`"
-    from qspec.quant import load_nf4, memory_report
-    from qspec.models import load_tokenizer, ask
-    m, tok = load_nf4(model, device=device), load_tokenizer(model)
-    rep = memory_report(m)
-    print(rep, end='\n\n')
-    answer = ask(m, tok, question, max_new_tokens=max_new_tokens)
-    print(f'Q: {question}\nA: {answer}')
-    return dict(report=rep, answer=answer)
+    model:str='smollm2', # model: alias, checkpoint directory or hub id
+)->dict: # the run's metrics
+    "The whole method on the embedded model and data; print a summary"
+    from qspec.models import resolve_model
+    from qspec.train import Run
+    resolve_model(model)  # a missing embedded package is reported before anything else
+    r = Run(dict(model=model, out=out, steps=steps, max_length=max_length, device=device, eval_steps=max(steps // 2, 1),
+                 save_steps=max(steps // 2, 1)))
+    if r.main: print(f"qspec demo: {model} in NF4, Python's reference documentation, {steps} steps of {r.cfg.batch_size} × {max_length} tokens", flush=True)
+    m = r.run()
+    if r.main: print(_summary(m, r.out), flush=True)
+    return m
+
+# %% ../nbs/09_cli.ipynb #e4fc26b2
+def train(
+    config:str|None=None, # YAML file of `TrainConfig` keys
+    example:bool=False, # print a commented config with every default, and stop
+)->dict|None: # the run's metrics
+    "Run the method as a YAML file describes it; print a summary"
+    from qspec.train import Run, example_config
+    if example: print(example_config(), end=''); return None
+    if not config: raise QspecError("give a config file: qspec train CONFIG.yaml (qspec train --example prints one)")
+    r = Run(config)
+    m = r.run()
+    if r.main: print(_summary(m, r.out), flush=True)
+    return m
 
 # %% ../nbs/09_cli.ipynb #2e11837f
 def memory(
@@ -179,11 +209,15 @@ def _parser()->argparse.ArgumentParser:
                                 'ranks chosen by the signal-to-noise ratio of each layer.')
     p.add_argument('--version', action='version', version=f'qspec {__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
-    d = sub.add_parser('demo', help='load the embedded model in NF4, report its memory and answer a question')
-    d.add_argument('--model', default='smollm2', help="alias, checkpoint directory or hub id (default: smollm2)")
-    d.add_argument('--question', default='What is the capital of France?')
+    d = sub.add_parser('demo', help='the whole method on the embedded model and data, with a summary')
+    d.add_argument('--out', default='runs/demo', help='run directory to write (default: runs/demo)')
+    d.add_argument('--steps', type=int, default=40, help='optimizer steps (default: 40)')
+    d.add_argument('--max-length', type=int, default=256, help='tokens per example (default: 256)')
     d.add_argument('--device', default='auto', help="auto, cpu or cuda (default: auto)")
-    d.add_argument('--max-new-tokens', type=int, default=48)
+    d.add_argument('--model', default='smollm2', help="alias, checkpoint directory or hub id (default: smollm2)")
+    t = sub.add_parser('train', help='train as a YAML config describes (qspec train --example prints one)')
+    t.add_argument('config', nargs='?', help='YAML file of TrainConfig keys')
+    t.add_argument('--example', action='store_true', help='print a commented config with every default')
     m = sub.add_parser('memory', help='print the NF4 memory report of a model')
     m.add_argument('model', help="alias, checkpoint directory or hub id")
     m.add_argument('--device', default='auto')
@@ -234,7 +268,7 @@ def main(
 )->int: # exit code: 0 success, 2 bad input
     "Run the `qspec` command line"
     args = vars(_parser().parse_args(argv))
-    cmd = {'demo': demo, 'memory': memory, 'scan': scan, 'allocate': allocate, 'group': group, 'convert': convert}[args.pop('cmd')]
+    cmd = {'demo': demo, 'train': train, 'memory': memory, 'scan': scan, 'allocate': allocate, 'group': group, 'convert': convert}[args.pop('cmd')]
     try: cmd(**args)
     except QspecError as e:
         print(f'qspec: error: {e}', file=sys.stderr)

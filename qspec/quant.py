@@ -26,10 +26,12 @@ def nf4_config(
     compute_dtype:torch.dtype=torch.bfloat16, # dtype that matrix products dequantize to
     double_quant:bool=True, # also quantize the per-block scales (QLoRA's double quantization)
     skip_modules:list[str]|None=None, # module names to keep unquantized (default: the output head)
+    quant_storage:torch.dtype=torch.uint8, # dtype the packed 4-bit codes are stored in (FSDP needs the model's float dtype)
 )->BitsAndBytesConfig:
     "transformers' `BitsAndBytesConfig` for QLoRA's NF4 with double quantization (block size 64)"
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip_modules)
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip_modules,
+                              bnb_4bit_quant_storage=quant_storage)
 
 # %% ../nbs/02_quant.ipynb #0a1b3b00
 def load_nf4(
@@ -38,16 +40,18 @@ def load_nf4(
     compute_dtype:torch.dtype=torch.bfloat16, # compute dtype; also the dtype of unquantized weights
     double_quant:bool=True, # QLoRA's double quantization of the block scales
     skip_modules:list[str]|None=None, # module names to keep unquantized
+    quant_storage:torch.dtype=torch.uint8, # storage dtype of the packed codes: the model's float dtype for FSDP
 )->PreTrainedModel:
     "Load `model` with NF4 weights and double quantization"
     dev = pick_device(device)
     if isinstance(model, PreTrainedModel):
         with tempfile.TemporaryDirectory() as d:
             model.save_pretrained(d)
-            return load_nf4(d, device=dev, compute_dtype=compute_dtype, double_quant=double_quant, skip_modules=skip_modules)
+            return load_nf4(d, device=dev, compute_dtype=compute_dtype, double_quant=double_quant,
+                            skip_modules=skip_modules, quant_storage=quant_storage)
     path = resolve_model(model)
     cls = model_class(AutoConfig.from_pretrained(path))
-    q = nf4_config(compute_dtype, double_quant, skip_modules)
+    q = nf4_config(compute_dtype, double_quant, skip_modules, quant_storage)
     return cls.from_pretrained(path, quantization_config=q, device_map={'': dev}, dtype=compute_dtype).eval()
 
 # %% ../nbs/02_quant.ipynb #18364685

@@ -1,0 +1,122 @@
+"""`qspec train` as users run it: bad configs and data end with one line and exit code 2; a run killed mid-way (or
+while saving) resumes to the same adapter as an uninterrupted one; two CPU processes (DDP over gloo) finish with
+identical adapters."""
+import json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+import pytest
+from safetensors.torch import load_file
+
+QSPEC = Path(sys.executable).parent/'qspec'
+ENV = dict(os.environ, OMP_NUM_THREADS='1', TOKENIZERS_PARALLELISM='false')
+
+
+def qspec(*args, **kw):
+    return subprocess.run([str(QSPEC), *args], capture_output=True, text=True, env=ENV, **kw)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "A tiny random Llama checkpoint with the embedded model's tokenizer"
+    from qspec.models import load_tokenizer, save_tiny
+    d = tmp_path_factory.mktemp('tiny')/'llama'
+    tok = load_tokenizer('smollm2')
+    save_tiny('llama', d, vocab=len(tok))
+    tok.save_pretrained(d)
+    return d
+
+
+def config(path: Path, **kw) -> Path:
+    import yaml
+    path.write_text(yaml.safe_dump(kw))
+    return path
+
+
+def base(tiny, out, **kw):
+    return dict(dict(model=str(tiny), out=str(out), steps=8, max_length=64, budget=6000, eval_steps=4, save_steps=2,
+                     logging_steps=1, max_eval_examples=8, lr=3e-3, device='cpu', merge=False), **kw)
+
+
+def one_error(r, text):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('qspec: error:') and text in lines[0], r.stderr
+
+
+def test_bad_configs(tmp_path, tiny):
+    qa = tmp_path/'qa.jsonl'
+    qa.write_text(''.join(json.dumps(dict(q=f'What is {i}?', a=f'{i}.')) + '\n' for i in range(6)))
+    (tmp_path/'empty.jsonl').write_text('')
+    cases = {
+        'unknown key': (dict(lrr=1e-3), "unknown key 'lrr'; did you mean 'lr'?"),
+        'wrong type': (dict(steps='ten'), "key 'steps' must be int, got 'ten' (str)"),
+        'missing column': (dict(data=str(qa)), "has no column 'text' (its columns: q, a)"),
+        'mapped column missing': (dict(data=str(qa), columns=dict(prompt='question', response='a')), "no column 'question'"),
+        'empty dataset': (dict(data=str(tmp_path/'empty.jsonl')), 'is empty'),
+        'max_length under the prompt': (dict(data=str(qa), columns=dict(prompt='q', response='a'), max_length=5), 'shorter than the prompt'),
+    }
+    for name, (kw, text) in cases.items():
+        r = qspec('train', str(config(tmp_path/'c.yaml', **base(tiny, tmp_path/'run', **kw))))
+        one_error(r, text)
+        assert not (tmp_path/'run').exists(), name
+    (tmp_path/'bad.yaml').write_text('steps: [3\n')
+    one_error(qspec('train', str(tmp_path/'bad.yaml')), 'is not valid YAML')
+    one_error(qspec('train', str(tmp_path/'none.yaml')), 'no config file')
+
+
+def adapter(run: Path) -> dict:
+    return load_file(str(run/'adapter'/'adapter_model.safetensors'))
+
+
+def wait_for(pred, proc, timeout=300):
+    t0 = time.time()
+    while not pred():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() - t0 < timeout, 'timed out'
+        time.sleep(0.05)
+
+
+def test_kill_and_resume(tmp_path, tiny):
+    "SIGKILL after checkpoint 4, then again while the run directory is being written; the resumed adapter is exact"
+    r = qspec('train', str(config(tmp_path/'a.yaml', **base(tiny, tmp_path/'a'))))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = adapter(tmp_path/'a')
+
+    cfg = config(tmp_path/'b.yaml', **base(tiny, tmp_path/'b'))
+    ck = tmp_path/'b.work'/'checkpoints'/'checkpoint-4'/'trainer_state.json'
+    p = subprocess.Popen([str(QSPEC), 'train', str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    wait_for(ck.exists, p)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not (tmp_path/'b').exists()
+
+    p = subprocess.Popen([str(QSPEC), 'train', str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    wait_for(lambda: any(tmp_path.glob('.b.tmp-*/adapter')), p)  # the run directory is being assembled
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not (tmp_path/'b').exists()  # never a half-written run directory
+
+    r = qspec('train', str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = adapter(tmp_path/'b')
+    assert got.keys() == ref.keys()
+    for k in ref: assert (got[k] == ref[k]).all(), k
+    m = json.loads((tmp_path/'b'/'metrics.json').read_text())
+    assert m['resumed_from'].endswith('checkpoint-8')
+    assert not list(tmp_path.glob('.b.tmp-*'))  # the killed attempt's temporary folder was cleared
+
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def test_two_processes(tmp_path, tiny):
+    "DDP over gloo on two CPU processes: both finish, with identical adapters"
+    cfg = config(tmp_path/'d.yaml', **base(tiny, tmp_path/'ddp', steps=4, batch_size=2))
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+                        '--no-python', str(QSPEC), 'train', str(cfg)], capture_output=True, text=True, env=ENV, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = json.loads((tmp_path/'ddp'/'metrics.json').read_text())
+    assert m['world_size'] == 2
+    sha = m['adapter_sha256_per_process']
+    assert len(sha) == 2 and sha[0] == sha[1], sha
+    assert m['eval_loss_after'] < m['eval_loss_before']
+    assert 'adapter_model.safetensors' in os.listdir(tmp_path/'ddp'/'adapter')
