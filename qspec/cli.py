@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys, json, argparse
 from pathlib import Path
 from . import __version__
-from .core import QspecError, atomic_file
+from .core import QspecError, atomic_file, save_png
 
 # %% auto #0
 __all__ = ['demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']

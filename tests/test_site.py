@@ -88,3 +88,14 @@ def test_search(page, site):
     box.press_sequentially('dequantize', delay=30)
     page.wait_for_selector('.md-search-result__item', state='attached', timeout=15_000)
     assert 'quant.html' in page.locator('.md-search-result__item a').first.get_attribute('href')
+
+
+def test_training_pages(page, site):
+    "The trainer's reference (with the YAML schema) and the executed tutorial with its plots"
+    page.goto(site + '/train.html')
+    assert page.locator('h3#causal_loss').count() == 1 and page.locator('h3#TrainConfig').count() == 1
+    body = page.inner_text('article')
+    assert 'max_eval_examples' in body and 'validation examples evaluated' in body
+    page.goto(site + '/tutorials/end_to_end.html')
+    imgs = page.eval_on_selector_all('article img', 'els => els.map(e => e.complete && e.naturalWidth)')
+    assert len(imgs) >= 5 and all(w and w > 100 for w in imgs), imgs
