@@ -314,9 +314,15 @@ def load_config(
     return check_config(d or {}, str(p))
 
 # %% ../nbs/07_train.ipynb #adf3d8b6
+def _key_docs()->dict:
+    "Each `TrainConfig` key's comment. A class defined in a notebook has no source file to read them from, so there they come from the package."
+    cls = TrainConfig
+    if cls.__module__ == '__main__': cls = __import__('qspec.train', fromlist=['TrainConfig']).TrainConfig
+    return docments(cls)
+
 def config_schema()->str: # a markdown table: key, type, default, meaning
     "The `qspec train` YAML keys, documented"
-    docs, hints = docments(TrainConfig), typing.get_type_hints(TrainConfig)
+    docs, hints = _key_docs(), typing.get_type_hints(TrainConfig)
     rows = ['| key | type | default | meaning |', '|---|---|---|---|']
     for f in fields(TrainConfig):
         dflt = f.default if f.default is not dataclasses.MISSING else ''
@@ -325,7 +331,7 @@ def config_schema()->str: # a markdown table: key, type, default, meaning
 
 def example_config()->str: # YAML text with every key at its default, each with its meaning
     "A commented `qspec train` YAML file holding the defaults"
-    docs = docments(TrainConfig)
+    docs = _key_docs()
     out = []
     for f in fields(TrainConfig):
         v = f.default
