@@ -213,11 +213,14 @@ def apply_plan(
 )->PeftModel:
     "Attach the plan's adapters to `model`: adapters only where rank > 0"
     check_plan(plan, (n for n, _ in model.named_modules()))
-    if gradient_checkpointing:
-        model.activation_checkpointing_enable(dict(use_reentrant=reentrant))
-        # transformers makes the embeddings' output require gradients here; only reentrant checkpointing needs that
-        if not reentrant: model.disable_input_require_grads()
-    return get_peft_model(model, plan.lora_config())
+    # transformers, and again peft on an unquantized base, make the embeddings' output require gradients, so every
+    # layer would run its backward; only reentrant checkpointing needs that. Each replaces the other's record of its hook.
+    undo = gradient_checkpointing and not reentrant
+    if gradient_checkpointing: model.activation_checkpointing_enable(dict(use_reentrant=reentrant))
+    if undo: model.disable_input_require_grads()
+    pm = get_peft_model(model, plan.lora_config())
+    if undo: model.disable_input_require_grads()
+    return pm
 
 # %% ../nbs/04_ranks.ipynb #892bd5bc
 def _lora_layers(pm:PeftModel)->dict:
@@ -231,11 +234,12 @@ def _delta(m)->torch.Tensor:
 def resize(
     pm:PeftModel, # a model with trained adapters
     plan:LoraPlan, # the new plan
+    gradient_checkpointing:bool=False, # as `apply_plan`: keep training with checkpointing
 )->tuple[PeftModel, dict]: # (the model with resized adapters, module -> Frobenius error of its update)
     "Move trained adapters to the ranks of `plan`, growing exactly and shrinking by truncated SVD"
     old = {m: (_delta(l), l.r['default']) for m, l in _lora_layers(pm).items()}
     base = pm.unload()
-    new = apply_plan(base, plan)
+    new = apply_plan(base, plan, gradient_checkpointing)
     errors = {}
     with torch.no_grad():
         for m, l in _lora_layers(new).items():
@@ -244,7 +248,6 @@ def resize(
             d, r0 = old[m]
             r = A.shape[0]
             if r >= r0:  # grow: keep the old directions, new rows of A random, new columns of B zero
-                oA, oB = d.new_zeros(0), None
                 U, S, Vh = torch.linalg.svd(d, full_matrices=False)
                 k = min(r0, S.numel())
                 B.zero_(); B[:, :k] = (U[:, :k] * S[:k]) / s

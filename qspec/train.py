@@ -430,7 +430,7 @@ def build(self:Run):
     "Load NF4, scan, plan, group and attach the adapters"
     from qspec.quant import load_nf4
     from qspec.snr import SNRAnalyzer, load_snr
-    from qspec.ranks import plan_budget, plan_tiers, apply_plan, load_plan
+    from qspec.ranks import apply_plan, load_plan
     from qspec.grouping import GradientGrouper, load_groups, share_adapters
     c = self.cfg
     torch.manual_seed(c.seed)
@@ -527,12 +527,9 @@ def rescan(self:Run):
     self.plan_resized = new
     if changed:
         torch.manual_seed(c.seed)  # grown adapters get fresh random rows: the same ones in a resumed run
-        self.model, err = resize(self.model, new)
+        self.model, err = resize(self.model, new, c.gradient_checkpointing)
         self.metrics['resize_error'] = math.sqrt(sum(e * e for e in err.values()))
         self.plan = new
-        if c.gradient_checkpointing:
-            self.model.get_base_model().activation_checkpointing_enable(dict(use_reentrant=False))
-            self.model.get_base_model().disable_input_require_grads()
         tr = self.trainer(c.resize_steps or 1, self.work/'resized')
         self.metrics['eval_loss_resized'] = tr.evaluate()['eval_loss']
         if c.resize_steps:
