@@ -9,13 +9,96 @@ from __future__ import annotations
 import sys, json, argparse
 from pathlib import Path
 from . import __version__
-from .core import QspecError, atomic_file, save_png
+from .core import QspecError, atomic_file, check_device_name, check_percent, save_png
+# The library modules are imported inside each command, not here: they import torch and transformers (≈10 s on
+# two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'main']
+__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group']
+
+# %% ../nbs/09_cli.ipynb #6c000001
+class _Parser(argparse.ArgumentParser):
+    "argparse, with each error on one line and exit code 2"
+    def error(self,
+        message:str, # what argparse found wrong
+    ):
+        self.exit(2, f"qspec: error: {message} (see `{self.prog} --help`)\n")
+
+# %% ../nbs/09_cli.ipynb #6c000004
+def _checked(
+    conv, # converts the string, e.g. `int`
+    ok, # predicate on the converted value
+    what:str, # what was expected, for the message
+):
+    "An argparse type: `conv`, then `ok`, else one clear message"
+    def f(s):
+        try: v = conv(s)
+        except (ValueError, QspecError): raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        if not ok(v): raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+        return v
+    return f
+
+_positive = _checked(int, lambda v: v >= 1, 'a whole number of at least 1')
+_percent = _checked(float, lambda v: 0 < v <= 100, 'a percentage in (0, 100]')
+_cosine = _checked(float, lambda v: -1 <= v <= 1, 'a cosine similarity in [-1, 1]')
+_device = _checked(check_device_name, lambda v: True, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+_png = _checked(str, lambda v: v.lower().endswith('.png'), 'a .png file name')
+
+# %% ../nbs/09_cli.ipynb #e004ee5c
+def _list(
+    conv, # converts one element, e.g. `int`
+    what:str, # what was expected, for the message
+):
+    "An argparse type for comma-separated lists"
+    def f(s):
+        try: return [conv(x) for x in s.split(',') if x.strip()]
+        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
+    return f
+_ints, _floats = _list(int, 'integers'), _list(float, 'numbers')
+
+# %% ../nbs/09_cli.ipynb #6c000008
+_COMMANDS = {}
+
+def command(
+    name:str, # the subcommand
+    help:str, # its line in `qspec --help`
+):
+    "Register a function that adds a subcommand's arguments to its parser and returns the command"
+    def deco(add):
+        _COMMANDS[name] = (help, add)
+        return add
+    return deco
+
+# %% ../nbs/09_cli.ipynb #6c000009
+def _parser()->tuple[argparse.ArgumentParser, dict]: # (the parser, subcommand -> function)
+    "The `qspec` argument parser with every registered subcommand"
+    p = _Parser(prog='qspec', description='QLoRA + Spectrum: fine-tune LLMs in 4-bit NF4, with LoRA '
+                'ranks chosen by the signal-to-noise ratio of each layer.')
+    p.add_argument('--version', action='version', version=f'qspec {__version__}')
+    sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
+    return p, {name: add(sub.add_parser(name, help=help, description=help)) for name, (help, add) in _COMMANDS.items()}
+
+# %% ../nbs/09_cli.ipynb #3e1bd8d5
+def main(
+    argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+)->int: # exit code: 0 success, 2 bad input
+    "Run the `qspec` command line"
+    p, cmds = _parser()
+    args = vars(p.parse_args(argv))
+    try: cmds[args.pop('cmd')](**args)
+    except QspecError as e:
+        print(f'qspec: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('qspec: interrupted', file=sys.stderr)
+        return 130
+    return 0
 
 # %% ../nbs/09_cli.ipynb #929551e7
-def _summary(m:dict, out:Path)->str:
+def _summary(
+    m:dict, # a run's metrics
+    out:Path, # its run directory
+)->str: # the lines to print
     "The lines `demo` and `train` print at the end"
     lines = [f"validation loss: {m['eval_loss_before']:.4f} before, {m['eval_loss_after']:.4f} after ({m['steps']} steps)",
              f"trainable parameters: {m['trainable_params']:,} in {m['adapted_modules']} of {m['modules']} modules "
@@ -24,11 +107,10 @@ def _summary(m:dict, out:Path)->str:
     if m.get('resized_modules'): lines.append(f"re-scan: {m['resized_modules']} modules changed rank (validation loss after resizing {m.get('eval_loss_resized', float('nan')):.4f})")
     mc = m.get('merge_check')
     if mc: lines.append(f"merged ({mc['stored_dtype']}) vs adapter: max |Δlogit| {mc['max_abs']:.4f} (logits up to {mc['logit_range']:.1f}), max |Δprob| {mc['prob_max_abs']:.5f}")
-    for w in ('before', 'after'):
-        if f'answer_{w}' in m: lines.append(f"answer {w}: {m[f'answer_{w}']}")
-    lines.append(f"run directory: {out}")
-    return '\n'.join(lines)
+    lines += [f"answer {w}: {m[f'answer_{w}']}" for w in ('before', 'after') if f'answer_{w}' in m]
+    return '\n'.join(lines + [f"run directory: {out}"])
 
+# %% ../nbs/09_cli.ipynb #6c000011
 def demo(
     out:str='runs/demo', # run directory to write
     steps:int=40, # optimizer steps
@@ -39,13 +121,24 @@ def demo(
     "The whole method on the embedded model and data; print a summary"
     from qspec.models import resolve_model
     from qspec.train import Run
-    resolve_model(model)  # a missing embedded package is reported before anything else
     r = Run(dict(model=model, out=out, steps=steps, max_length=max_length, device=device, eval_steps=max(steps // 2, 1),
                  save_steps=max(steps // 2, 1)))
+    resolve_model(model)  # a missing model (or embedded package) is reported before anything is loaded
     if r.main: print(f"qspec demo: {model} in NF4, Python's reference documentation, {steps} steps of {r.cfg.batch_size} × {max_length} tokens", flush=True)
     m = r.run()
     if r.main: print(_summary(m, r.out), flush=True)
     return m
+
+# %% ../nbs/09_cli.ipynb #6c000012
+@command('demo', 'the whole method on the embedded model and data, with a summary')
+def _demo_args(p):
+    "Arguments of `qspec demo`"
+    p.add_argument('--out', default='runs/demo', help='run directory to write (default: runs/demo)')
+    p.add_argument('--steps', type=_positive, default=40, help='optimizer steps (default: 40)')
+    p.add_argument('--max-length', type=_positive, default=256, help='tokens per example (default: 256)')
+    p.add_argument('--device', type=_device, default='auto', help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument('--model', default='smollm2', help="alias, checkpoint directory or hub id (default: smollm2)")
+    return demo
 
 # %% ../nbs/09_cli.ipynb #e4fc26b2
 def train(
@@ -53,13 +146,25 @@ def train(
     example:bool=False, # print a commented config with every default, and stop
 )->dict|None: # the run's metrics
     "Run the method as a YAML file describes it; print a summary"
-    from qspec.train import Run, example_config
-    if example: print(example_config(), end=''); return None
+    if example:
+        from qspec.config import example_config  # no torch: the example prints at once
+        print(example_config(), end=''); return None
     if not config: raise QspecError("give a config file: qspec train CONFIG.yaml (qspec train --example prints one)")
-    r = Run(config)
+    from qspec.config import load_config
+    cfg = load_config(config)  # every key checked before torch is even imported
+    from qspec.train import Run
+    r = Run(cfg)
     m = r.run()
     if r.main: print(_summary(m, r.out), flush=True)
     return m
+
+# %% ../nbs/09_cli.ipynb #6c000013
+@command('train', 'train as a YAML config describes (qspec train --example prints one)')
+def _train_args(p):
+    "Arguments of `qspec train`"
+    p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys')
+    p.add_argument('--example', action='store_true', help='print a commented config with every default')
+    return train
 
 # %% ../nbs/09_cli.ipynb #2e11837f
 def memory(
@@ -67,7 +172,7 @@ def memory(
     device:str='auto', # 'auto', 'cpu' or 'cuda'
     chart:str|None=None, # write the bar chart to this PNG file
     json_out:str|None=None, # write the report as JSON to this file
-):
+)->'MemoryReport': # the report
     "Print the NF4 memory report of `model`; optionally save its chart and JSON"
     from qspec.quant import load_nf4, memory_report
     rep = memory_report(load_nf4(model, device=device))
@@ -79,15 +184,32 @@ def memory(
         with atomic_file(json_out) as t: t.write_text(json.dumps(d, indent=1))
     return rep
 
+# %% ../nbs/09_cli.ipynb #6c000014
+@command('memory', 'print the NF4 memory report of a model')
+def _memory_args(p):
+    "Arguments of `qspec memory`"
+    p.add_argument('model', help="alias, checkpoint directory or hub id")
+    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    p.add_argument('--chart', type=_png, help='write the bar chart to this PNG file')
+    p.add_argument('--json', dest='json_out', help='write the report as JSON to this file')
+    return memory
+
 # %% ../nbs/09_cli.ipynb #217c0e67
 def convert(
     force:bool=False, # convert again even when cached
-)->Path:
+)->Path: # the converted checkpoint's directory
     "Convert the embedded model into the cache (done automatically on first use) and print where it is"
     from qspec.models import embedded_checkpoint
     p = embedded_checkpoint(force=force)
     print(p)
     return p
+
+# %% ../nbs/09_cli.ipynb #6c000016
+@command('convert', 'convert the embedded model into the cache and print its path')
+def _convert_args(p):
+    "Arguments of `qspec convert`"
+    p.add_argument('--force', action='store_true', help='convert again even when cached')
+    return convert
 
 # %% ../nbs/09_cli.ipynb #acaf1a87
 def scan(
@@ -99,33 +221,56 @@ def scan(
     nf4:bool=False, # with source 'model': load in NF4
     method:str='gram', # 'gram' (fast), 'exact' (fp64) or 'svd' (reference)
     device:str='auto', # 'auto', 'cpu' or 'cuda'
-):
+)->'SNRResults': # the scan
     "Scan `model`'s SNR and write snr.json, Spectrum's JSON and YAML, and the heatmap PNG into `out`"
-    from qspec.snr import SNRAnalyzer, _check_pct
-    _check_pct(top_percent)
-    if source not in ('auto', 'checkpoint', 'model'): raise QspecError(f"unknown source {source!r}: use auto, checkpoint or model")
+    check_percent(top_percent)
     if nf4 and source == 'checkpoint': raise QspecError("--nf4 needs --source model (a checkpoint is read as stored)")
+    if Path(out).expanduser().is_file(): raise QspecError(f"--out {out!r} is a file; give a folder to write the results into")
+    from qspec.models import load_model, resolve_model
+    from qspec.quant import load_nf4
+    from qspec.snr import SNRAnalyzer
     src = model
-    if source == 'auto' and not Path(str(model)).expanduser().is_file():
-        from qspec.models import resolve_model
-        if not any(resolve_model(model).glob('*.safetensors')): source = 'model'  # e.g. pytorch_model.bin only
-    if source == 'model' or nf4:
-        from qspec.quant import load_nf4
-        from qspec.models import load_model
-        src = load_nf4(model, device=device) if nf4 else load_model(model)
+    if source == 'auto' and not Path(str(model)).expanduser().is_file() and not any(resolve_model(model).glob('*.safetensors')):
+        source = 'model'  # e.g. pytorch_model.bin only
+    if source == 'model' or nf4: src = load_nf4(model, device=device) if nf4 else load_model(model)
     res = SNRAnalyzer(src, types=types, method=method, device=device).scan()
     res.name = Path(str(model)).name
-    outp = Path(out)
+    _write_scan(res, Path(out), top_percent)
+    return res
+
+# %% ../nbs/09_cli.ipynb #6c000018
+def _write_scan(
+    res:'SNRResults', # a scan
+    outp:Path, # the folder to write into
+    top_percent:float, # Spectrum's selection
+):
+    "snr.json, Spectrum's files and the heatmap into `outp`, and their names on stdout"
     res.to_json(outp/'snr.json')
     files = res.save_spectrum(outp, top_percent)
     save_png(outp/'snr_heatmap.png', lambda: res.heatmap(top_percent), dpi=110)
     sel = res.select(top_percent)
     print(f'{len(res)} matrices in {len(res.types)} types; top {top_percent:g} % per type: {sum(map(len, sel.values()))} modules')
     for f in ['snr.json', *[x.name for x in files], 'snr_heatmap.png']: print(outp/f)
-    return res
+
+# %% ../nbs/09_cli.ipynb #6c000019
+@command('scan', "score every weight matrix with Spectrum's SNR; write snr.json, Spectrum's files and a heatmap")
+def _scan_args(p):
+    "Arguments of `qspec scan`"
+    p.add_argument('model', help='alias, checkpoint directory, .safetensors file or hub id')
+    p.add_argument('--out', required=True, help='folder to write the results into')
+    p.add_argument('--types', nargs='+', help='module types to scan, e.g. self_attn.q_proj mlp.down_proj (default: all)')
+    p.add_argument('--top-percent', type=_percent, default=25, help='share of each type to select (default: 25)')
+    p.add_argument('--source', default='auto', choices=['auto', 'checkpoint', 'model'], help='read the checkpoint, or load the model')
+    p.add_argument('--nf4', action='store_true', help='with --source model: load the model in NF4 first')
+    p.add_argument('--method', default='gram', choices=['gram', 'exact', 'svd'], help='gram (fast, default), exact (fp64) or svd (reference)')
+    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    return scan
 
 # %% ../nbs/09_cli.ipynb #99ba1a6b
-def _model_module_names(model:str)->list[str]:
+def _model_module_names(
+    model:str, # alias, checkpoint directory or hub id
+)->list[str]: # every module name of the model
+    "The module names of `model`, from its config on the meta device (no weights loaded)"
     from accelerate import init_empty_weights
     from transformers import AutoConfig
     from qspec.models import resolve_model, model_class
@@ -133,23 +278,40 @@ def _model_module_names(model:str)->list[str]:
     with init_empty_weights(): m = model_class(cfg).from_config(cfg)
     return [n for n, _ in m.named_modules()]
 
+# %% ../nbs/09_cli.ipynb #6c000021
+def _check_allocate(
+    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, # as `allocate`
+):
+    "The argument checks of `allocate`, before any file is read"
+    if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
+    if tiers is not None:
+        if not ranks or len(ranks) != len(tiers): raise QspecError(f"--ranks must give one rank per tier: {len(tiers)} tiers, {len(ranks or [])} ranks")
+        for t in tiers: check_percent(t, 'each of --tiers')
+        if any(r < 1 for r in ranks): raise QspecError(f"--ranks must be at least 1, got {ranks}")
+    if min_rank < 1 or min_rank > max_rank: raise QspecError(f"--min-rank {min_rank} must be at least 1 and at most --max-rank {max_rank}")
+    if step < 1 or alpha <= 0: raise QspecError(f"--step must be at least 1 and --alpha positive, got {step} and {alpha}")
+    if len(lr_scale) != 2 or not 0 < lr_scale[0] <= lr_scale[1]: raise QspecError(f"--lr-scale must be low,high with 0 < low ≤ high, got {lr_scale}")
+
+# %% ../nbs/09_cli.ipynb #6c000023
 def allocate(
     snr_json:str, # qspec's snr.json from `qspec scan`
     out:str, # where to write the plan (JSON)
     budget:int|None=None, # trainable parameters to spend
     tiers:list[float]|None=None, # cumulative top-% bounds per type, e.g. [25, 50]
     ranks:list[int]|None=None, # rank of each tier, e.g. [32, 8]
-    min_rank:int=4, max_rank:int=64, step:int=4, # budget mode: rank range and step
+    min_rank:int=4, # budget mode: smallest rank
+    max_rank:int=64, # budget mode: largest rank
+    step:int=4, # budget mode: ranks are multiples of this
     alpha:float=16, # LoRA alpha
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
     lr_scale:list[float]=(0.5, 2.0), # learning-rate multiplier range
     model:str|None=None, # check the plan against this model's modules
-):
+)->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
+    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale)
     from qspec.snr import load_snr
     from qspec.ranks import plan_budget, plan_tiers, check_plan
     snr = load_snr(snr_json)
-    if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
     if budget is not None: plan = plan_budget(snr, budget, min_rank, max_rank, step, alpha, rslora, tuple(lr_scale))
     else: plan = plan_tiers(snr, tuple(tiers), tuple(ranks or ()), alpha, rslora, tuple(lr_scale))
     if model: check_plan(plan, _model_module_names(model))
@@ -159,6 +321,24 @@ def allocate(
         print(f"  {t:<8} {d['modules']:>4} modules, ranks {', '.join(map(str, sorted(d['ranks'], reverse=True)))}: {d['params']:,} parameters")
     print(out)
     return plan
+
+# %% ../nbs/09_cli.ipynb #6c000024
+@command('allocate', 'turn an SNR scan into a LoRA plan (ranks, alphas, learning-rate scales)')
+def _allocate_args(p):
+    "Arguments of `qspec allocate`"
+    p.add_argument('snr_json', help="qspec's snr.json from `qspec scan`")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--budget', type=_positive, help='trainable parameters to spend')
+    g.add_argument('--tiers', type=_floats, help='cumulative top-%% bounds per type, e.g. 25,50')
+    p.add_argument('--ranks', type=_ints, help='rank of each tier, e.g. 32,8')
+    p.add_argument('--min-rank', type=_positive, default=4); p.add_argument('--max-rank', type=_positive, default=64)
+    p.add_argument('--step', type=_positive, default=4, help='ranks are multiples of this (budget mode)')
+    p.add_argument('--alpha', type=_checked(float, lambda v: v > 0, 'a positive number'), default=16)
+    p.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
+    p.add_argument('--lr-scale', type=_floats, default=[0.5, 2.0], help='learning-rate multiplier range, e.g. 0.5,2')
+    p.add_argument('--model', help="check the plan against this model's modules")
+    p.add_argument('--out', required=True, help='plan file to write (JSON)')
+    return allocate
 
 # %% ../nbs/09_cli.ipynb #28c42333
 def group(
@@ -170,24 +350,25 @@ def group(
     threshold:float=0.9, # cosine similarity needed to share
     contiguous:bool=True, # only group neighbouring layers
     max_size:int|None=None, # largest group
-    batches:int=4, batch_size:int=4, seq_len:int=128, # calibration batches and their shape
+    batches:int=4, # calibration batches
+    batch_size:int=4, # sequences per calibration batch
+    seq_len:int=128, # tokens per calibration sequence
     device:str='auto', # 'auto', 'cpu' or 'cuda'
     chart:str|None=None, # write similarity heatmaps (groups outlined) to this PNG file
-):
+)->'GradientGrouper': # the fitted grouper
     "Group a plan's modules whose gradients agree and write the groups"
-    from qspec.ranks import load_plan, check_plan
-    from qspec.grouping import GradientGrouper, check_threshold
-    from qspec.data import token_batches, load_texts
-    from qspec.quant import load_nf4
-    from qspec.models import load_tokenizer
+    if max_size is not None and max_size < 2: raise QspecError(f"--max-size must be at least 2 (a group of one shares nothing), got {max_size}")
     from qspec.core import compute_dtype
+    from qspec.data import load_texts, token_batches
+    from qspec.grouping import GradientGrouper, check_threshold
+    from qspec.models import load_tokenizer
+    from qspec.quant import load_nf4
+    from qspec.ranks import check_plan, load_plan
     check_threshold(threshold)
     pl = load_plan(plan)
     check_plan(pl, _model_module_names(model))
-    texts = load_texts(data, column) if data else None
-    cal = token_batches(load_tokenizer(model), texts, batches, batch_size, seq_len)
-    base = load_nf4(model, device=device, compute_dtype=compute_dtype(device))
-    gr = GradientGrouper(base, pl, cal, threshold, contiguous, max_size).fit()
+    cal = token_batches(load_tokenizer(model), load_texts(data, column) if data else None, batches, batch_size, seq_len)
+    gr = GradientGrouper(load_nf4(model, device=device, compute_dtype=compute_dtype(device)), pl, cal, threshold, contiguous, max_size).fit()
     gr.save(out)
     if chart: save_png(chart, gr.heatmaps)
     print(f"{len(gr.groups)} groups for {len(pl.adapted)} adapted modules, {len(gr.shared())} shared; "
@@ -196,84 +377,20 @@ def group(
     print(out)
     return gr
 
-# %% ../nbs/09_cli.ipynb #e004ee5c
-def _list(conv, what):
-    def f(s):
-        try: return [conv(x) for x in s.split(',') if x.strip()]
-        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
-    return f
-_ints, _floats = _list(int, 'integers'), _list(float, 'numbers')
-
-def _parser()->argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='qspec', description='QLoRA + Spectrum: fine-tune LLMs in 4-bit NF4, with LoRA '
-                                'ranks chosen by the signal-to-noise ratio of each layer.')
-    p.add_argument('--version', action='version', version=f'qspec {__version__}')
-    sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
-    d = sub.add_parser('demo', help='the whole method on the embedded model and data, with a summary')
-    d.add_argument('--out', default='runs/demo', help='run directory to write (default: runs/demo)')
-    d.add_argument('--steps', type=int, default=40, help='optimizer steps (default: 40)')
-    d.add_argument('--max-length', type=int, default=256, help='tokens per example (default: 256)')
-    d.add_argument('--device', default='auto', help="auto, cpu or cuda (default: auto)")
-    d.add_argument('--model', default='smollm2', help="alias, checkpoint directory or hub id (default: smollm2)")
-    t = sub.add_parser('train', help='train as a YAML config describes (qspec train --example prints one)')
-    t.add_argument('config', nargs='?', help='YAML file of TrainConfig keys')
-    t.add_argument('--example', action='store_true', help='print a commented config with every default')
-    m = sub.add_parser('memory', help='print the NF4 memory report of a model')
-    m.add_argument('model', help="alias, checkpoint directory or hub id")
-    m.add_argument('--device', default='auto')
-    m.add_argument('--chart', help='write the bar chart to this PNG file')
-    m.add_argument('--json', dest='json_out', help='write the report as JSON to this file')
-    s = sub.add_parser('scan', help="score every weight matrix with Spectrum's SNR; write snr.json, Spectrum's files and a heatmap")
-    s.add_argument('model', help='alias, checkpoint directory, .safetensors file or hub id')
-    s.add_argument('--out', required=True, help='folder to write the results into')
-    s.add_argument('--types', nargs='+', help='module types to scan, e.g. self_attn.q_proj mlp.down_proj (default: all)')
-    s.add_argument('--top-percent', type=float, default=25, help='share of each type to select (default: 25)')
-    s.add_argument('--source', default='auto', choices=['auto', 'checkpoint', 'model'], help='read the checkpoint, or load the model')
-    s.add_argument('--nf4', action='store_true', help='with --source model: load the model in NF4 first')
-    s.add_argument('--method', default='gram', choices=['gram', 'exact', 'svd'], help='gram (fast, default), exact (fp64) or svd (reference)')
-    s.add_argument('--device', default='auto')
-    a = sub.add_parser('allocate', help='turn an SNR scan into a LoRA plan (ranks, alphas, learning-rate scales)')
-    a.add_argument('snr_json', help="qspec's snr.json from `qspec scan`")
-    g = a.add_mutually_exclusive_group(required=True)
-    g.add_argument('--budget', type=int, help='trainable parameters to spend')
-    g.add_argument('--tiers', type=_floats, help='cumulative top-%% bounds per type, e.g. 25,50')
-    a.add_argument('--ranks', type=_ints, help='rank of each tier, e.g. 32,8')
-    a.add_argument('--min-rank', type=int, default=4); a.add_argument('--max-rank', type=int, default=64)
-    a.add_argument('--step', type=int, default=4, help='ranks are multiples of this (budget mode)')
-    a.add_argument('--alpha', type=float, default=16)
-    a.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
-    a.add_argument('--lr-scale', type=_floats, default=[0.5, 2.0], help='learning-rate multiplier range, e.g. 0.5,2')
-    a.add_argument('--model', help="check the plan against this model's modules")
-    a.add_argument('--out', required=True, help='plan file to write (JSON)')
-    gp = sub.add_parser('group', help="group the plan's modules whose gradients agree; each group shares one LoRA update")
-    gp.add_argument('model', help='alias, checkpoint directory or hub id')
-    gp.add_argument('--plan', required=True, help='plan file from `qspec allocate`')
-    gp.add_argument('--out', required=True, help='groups file to write (JSON)')
-    gp.add_argument('--data', help='calibration texts: a .txt/.md/.jsonl file or a folder (default: the embedded data)')
-    gp.add_argument('--column', default='text', help='text field of .jsonl records (default: text)')
-    gp.add_argument('--threshold', type=float, default=0.9, help='cosine similarity needed to share (default: 0.9)')
-    gp.add_argument('--any-order', dest='contiguous', action='store_false', help='also group layers that are not neighbours')
-    gp.add_argument('--max-size', type=int, help='largest group')
-    gp.add_argument('--batches', type=int, default=4); gp.add_argument('--batch-size', type=int, default=4)
-    gp.add_argument('--seq-len', type=int, default=128)
-    gp.add_argument('--device', default='auto')
-    gp.add_argument('--chart', help='write similarity heatmaps with the groups outlined to this PNG file')
-    c = sub.add_parser('convert', help='convert the embedded model into the cache and print its path')
-    c.add_argument('--force', action='store_true', help='convert again even when cached')
-    return p
-
-# %% ../nbs/09_cli.ipynb #3e1bd8d5
-def main(
-    argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
-)->int: # exit code: 0 success, 2 bad input
-    "Run the `qspec` command line"
-    args = vars(_parser().parse_args(argv))
-    cmd = {'demo': demo, 'train': train, 'memory': memory, 'scan': scan, 'allocate': allocate, 'group': group, 'convert': convert}[args.pop('cmd')]
-    try: cmd(**args)
-    except QspecError as e:
-        print(f'qspec: error: {e}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('qspec: interrupted', file=sys.stderr)
-        return 130
-    return 0
+# %% ../nbs/09_cli.ipynb #6c000025
+@command('group', "group the plan's modules whose gradients agree; each group shares one LoRA update")
+def _group_args(p):
+    "Arguments of `qspec group`"
+    p.add_argument('model', help='alias, checkpoint directory or hub id')
+    p.add_argument('--plan', required=True, help='plan file from `qspec allocate`')
+    p.add_argument('--out', required=True, help='groups file to write (JSON)')
+    p.add_argument('--data', help='calibration texts: a .txt/.md/.jsonl file or a folder (default: the embedded data)')
+    p.add_argument('--column', default='text', help='text field of .jsonl records (default: text)')
+    p.add_argument('--threshold', type=_cosine, default=0.9, help='cosine similarity needed to share (default: 0.9)')
+    p.add_argument('--any-order', dest='contiguous', action='store_false', help='also group layers that are not neighbours')
+    p.add_argument('--max-size', type=_positive, help='largest group')
+    p.add_argument('--batches', type=_positive, default=4); p.add_argument('--batch-size', type=_positive, default=4)
+    p.add_argument('--seq-len', type=_positive, default=128)
+    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    p.add_argument('--chart', type=_png, help='write similarity heatmaps with the groups outlined to this PNG file')
+    return group

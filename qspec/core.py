@@ -6,12 +6,13 @@ Docs: https://qspec-dev.github.io/qspec/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #5d50ac7a
 from __future__ import annotations
-import os, json, shutil, tempfile, contextlib
+import os, re, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
-import torch
 
 # %% auto #0
-__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'pick_device', 'compute_dtype', 'cache_dir', 'save_png']
+__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'check_device_name', 'pick_device', 'compute_dtype',
+           'check_percent', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'init_distributed', 'all_gather',
+           'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -19,9 +20,11 @@ class QspecError(Exception):
 
 # %% ../nbs/00_core.ipynb #66b9332d
 def _remove(p:Path):
+    "Delete a file or a directory tree"
     if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
     else: p.unlink(missing_ok=True)
 
+# %% ../nbs/00_core.ipynb #a1c0de05
 @contextlib.contextmanager
 def atomic_dir(
     dest:str|Path, # the directory to create or replace
@@ -61,7 +64,7 @@ def read_json(
     what:str, # what the file should be, e.g. 'qspec snr.json'
     key:str, # a top-level key the file must have
     hint:str, # what to do when it is missing or wrong
-)->dict:
+)->dict: # the file's JSON object
     "Read a JSON object holding `key`, or raise a `QspecError` naming the file and `hint`"
     path = Path(path)
     try: d = json.loads(path.read_text())
@@ -71,32 +74,63 @@ def read_json(
     return d
 
 # %% ../nbs/00_core.ipynb #8c851300
+_DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+
+def check_device_name(
+    device:str|None, # 'auto', 'cpu', 'cuda' or 'cuda:N'
+    what:str='device', # the setting's name, for the message
+)->str: # the name, lower-cased
+    "A device name checked for its form only (no torch import): what the command line validates first"
+    d = 'auto' if device is None else str(device).strip().lower()
+    if not _DEVICE.match(d): raise QspecError(f"unknown {what} {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return d
+
+# %% ../nbs/00_core.ipynb #0cb85c46
 def pick_device(
     device:str|None='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->str: # a torch device string
     "The device to use: CUDA when available for 'auto', else the CPU"
-    device = (device or 'auto').lower()
+    import torch  # here, not at the top: `qspec --help` and argument errors must not wait for torch (≈1.5 s)
+    device = check_device_name(device)
     if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cpu': return 'cpu'
-    if device.startswith('cuda'):
-        if not torch.cuda.is_available():
-            raise QspecError(f"device {device!r} was requested but this machine has no CUDA GPU visible to torch; "
-                             "use device='cpu' or 'auto'")
-        return device
-    raise QspecError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise QspecError(f"device {device!r} was requested but this machine has no CUDA GPU visible to torch; use device='cpu' or 'auto'")
+    if device.startswith('cuda:') and int(device[5:]) >= torch.cuda.device_count():
+        raise QspecError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 # %% ../nbs/00_core.ipynb #ee68ff26
 def _cpu_flags()->set[str]:
+    "The CPU's feature flags, from /proc/cpuinfo (empty elsewhere)"
     try: return set(next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split(':')[1].split())
     except (OSError, StopIteration): return set()
 
+# %% ../nbs/00_core.ipynb #a1c0de09
 def compute_dtype(
     device:str='auto', # a device, as for `pick_device`
-)->torch.dtype: # bf16 where the hardware computes it natively, else fp32
+)->'torch.dtype': # bf16 where the hardware computes it natively, else fp32
     "The fastest training compute dtype on `device`"
+    import torch  # lazily, as in `pick_device`
     dev = pick_device(device)
     if dev.startswith('cuda'): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if _cpu_flags() & {'avx512_bf16', 'amx_bf16'} else torch.float32
+
+# %% ../nbs/00_core.ipynb #a1c0de11
+def check_percent(
+    p, # the value to check
+    what:str='top_percent', # the setting's name, for the message
+)->float: # `p`, as a float
+    "A percentage in (0, 100], or a `QspecError` naming the setting"
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+        raise QspecError(f"{what} must be a number in (0, 100], got {p!r}")
+    return float(p)
+
+# %% ../nbs/00_core.ipynb #a1c0de14
+def quiet_bitsandbytes():
+    "Silence bitsandbytes' warning about optional CPU kernels (set before bitsandbytes is imported)"
+    logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
+
+quiet_bitsandbytes()
 
 # %% ../nbs/00_core.ipynb #f8446824
 def cache_dir()->Path: # the folder where qspec keeps converted checkpoints
@@ -104,12 +138,57 @@ def cache_dir()->Path: # the folder where qspec keeps converted checkpoints
     env = os.environ.get('QSPEC_CACHE')
     return Path(env).expanduser() if env else Path.home()/'.cache'/'qspec'
 
+# %% ../nbs/00_core.ipynb #410043ee
+def peak_memory_mib(
+    device:str='cpu', # 'cpu', or a CUDA device for the allocator's peak there
+)->float: # MiB
+    "Peak memory of this process: the GPU's allocator peak on CUDA, else the peak resident set size"
+    if device.startswith('cuda'):
+        import torch  # only on CUDA, as in `pick_device`
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
+    except (OSError, StopIteration):
+        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+# %% ../nbs/00_core.ipynb #6e000011
+def init_distributed(
+    device:str, # the device picked for this machine: 'cpu', 'cuda' or 'cuda:N'
+)->tuple[int, int, str]: # (rank, world size, this process's device)
+    "Join the process group when started by torchrun; one process alone stays as it is"
+    rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+    if world == 1: return rank, world, device
+    import torch  # only for several processes
+    if device == 'cuda': device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    if not torch.distributed.is_initialized():
+        if device.startswith('cuda'): torch.cuda.set_device(device)
+        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    return rank, world, device
+
+# %% ../nbs/00_core.ipynb #6e000013
+def all_gather(
+    obj, # a picklable value of this process
+)->list: # every process's value, by rank (just `[obj]` alone)
+    "Every process's `obj`"
+    import torch
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+# %% ../nbs/00_core.ipynb #6840dfb3
+def latest_checkpoint(
+    d:str|Path, # a folder of `checkpoint-N` folders
+)->str|None: # the newest complete one, if any
+    "The newest complete `checkpoint-N` folder in `d`"
+    cks = sorted((p for p in Path(d).glob('checkpoint-*') if (p/'trainer_state.json').exists()), key=lambda p: int(p.name.split('-')[1]))
+    return str(cks[-1]) if cks else None
+
 # %% ../nbs/00_core.ipynb #7e1a658c
 def save_png(
     path:str|Path, # the PNG file to write
     draw, # callable drawing the figure; returns an axes or a figure
     dpi:int=120, # resolution
-)->Path:
+)->Path: # `path`
     "Draw with matplotlib's Agg backend and write the figure to `path` atomically"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt

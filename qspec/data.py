@@ -1,4 +1,4 @@
-"""The embedded data set — Python's own reference documentation — split deterministically into training and validation topics, and cut into token batches.
+"""Everything qspec trains and calibrates on: the embedded Python documentation, users' files and hub datasets, column mapping, chat-template encoding with the prompt masked, packing, and token batches.
 
 Docs: https://qspec-dev.github.io/qspec/data.html.md"""
 
@@ -6,29 +6,33 @@ Docs: https://qspec-dev.github.io/qspec/data.html.md"""
 
 # %% ../nbs/01a_data.ipynb #10447568
 from __future__ import annotations
-import hashlib, json
+import contextlib, hashlib, json
 from pathlib import Path
-import torch
+import datasets, torch
 from .core import QspecError
 
-SUFFIXES = ('.txt', '.md', '.jsonl')
-
 # %% auto #0
-__all__ = ['SUFFIXES', 'pydoc_topics', 'pydoc_texts', 'split_topics', 'token_batches', 'load_texts']
+__all__ = ['SUFFIXES', 'PYDOC_PROMPT', 'pydoc_topics', 'pydoc_texts', 'split_topics', 'token_batches', 'load_texts',
+           'pydoc_examples', 'encode_pair', 'encode_text', 'pack_texts', 'load_rows', 'to_examples',
+           'train_val_examples']
 
 # %% ../nbs/01a_data.ipynb #27a84e2e
 def pydoc_topics()->dict[str, str]: # topic name -> text, sorted by name
     "Python's reference documentation, one text per topic"
-    from pydoc_data.topics import topics
+    from pydoc_data.topics import topics  # the standard library's own data; importing it reads 465 KB
     return {k: topics[k] for k in sorted(topics)}
 
+# %% ../nbs/01a_data.ipynb #d0a7a002
 def pydoc_texts()->list[str]: # the texts of `pydoc_topics`, sorted by name
     "Python's reference documentation as texts"
     return list(pydoc_topics().values())
 
 # %% ../nbs/01a_data.ipynb #6c89bc12
-def _bucket(name:str)->float: return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 16**8
+def _bucket(name:str)->float: # in [0, 1), uniform over names
+    "A position for `name` drawn from its hash"
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 16**8
 
+# %% ../nbs/01a_data.ipynb #d0a7a004
 def split_topics(
     names, # topic (or document) names
     val_fraction:float=0.2, # share that goes to validation, in (0, 1)
@@ -58,7 +62,13 @@ def token_batches(
     return [torch.stack([ids[s:s + seq_len] for s in row.tolist()]) for row in starts]
 
 # %% ../nbs/01a_data.ipynb #c09ca59c
-def _jsonl_texts(p:Path, column:str)->list[str]:
+SUFFIXES = ('.txt', '.md', '.jsonl')
+
+def _jsonl_texts(
+    p:Path, # a .jsonl file
+    column:str, # the field holding the text
+)->list[str]: # one text per record
+    "The `column` field of every record of a JSON-lines file"
     out = []
     for i, line in enumerate(p.read_text().splitlines(), 1):
         if not line.strip(): continue
@@ -69,6 +79,7 @@ def _jsonl_texts(p:Path, column:str)->list[str]:
         out.append(str(rec[column]))
     return out
 
+# %% ../nbs/01a_data.ipynb #d0a7a007
 def load_texts(
     path:str|Path, # a .txt/.md/.jsonl file, or a folder of them
     column:str='text', # the text field of .jsonl records
@@ -81,3 +92,182 @@ def load_texts(
     texts = [t for f in files for t in (_jsonl_texts(f, column) if f.suffix == '.jsonl' else [f.read_text()]) if t.strip()]
     if not texts: raise QspecError(f"no text found in {str(p)!r}")
     return texts
+
+# %% ../nbs/01a_data.ipynb #c3e96482
+PYDOC_PROMPT = "Explain the Python topic '{name}'."
+
+def pydoc_examples(
+    val_fraction:float=0.2, # share of topics held out
+)->dict[str, list[dict]]: # {'train': [...], 'validation': [...]} of dict(prompt, response)
+    "The embedded data as prompt/response pairs, split by topic"
+    topics = pydoc_topics()
+    tr, va = split_topics(topics, val_fraction)
+    ex = lambda names: [dict(prompt=PYDOC_PROMPT.format(name=n), response=topics[n].strip()) for n in names]
+    return dict(train=ex(tr), validation=ex(va))
+
+# %% ../nbs/01a_data.ipynb #570aa68f
+def _texts(
+    tok, # tokenizer
+    prompt:str, # the user's message
+    response:str, # the answer
+)->tuple[str, str]: # (prompt text, answer text)
+    "The two halves of one chat turn, formatted by the chat template (or a plain layout without one)"
+    if getattr(tok, 'chat_template', None):
+        p = tok.apply_chat_template([dict(role='user', content=prompt)], add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template([dict(role='user', content=prompt), dict(role='assistant', content=response)], tokenize=False)
+        if full.startswith(p): return p, full[len(p):]
+    p = f"Question: {prompt}\nAnswer: "
+    return p, response + (tok.eos_token or '')
+
+# %% ../nbs/01a_data.ipynb #d0a7a010
+def encode_pair(
+    tok, # tokenizer
+    prompt:str, # the user's message
+    response:str, # the answer to learn
+    max_length:int=256, # tokens per example
+    overflow:str='truncate', # 'truncate' the answer, or 'split' it over several examples
+    seq2seq:bool=False, # encoder-decoder model: prompt to the encoder, answer as labels
+)->list[dict]: # examples: dict(input_ids, attention_mask, labels)
+    "Token ids of a prompt/answer pair, the prompt masked from the loss"
+    p, a = _texts(tok, prompt, response)
+    pi, ai = tok(p, add_special_tokens=False).input_ids, tok(a, add_special_tokens=False).input_ids
+    if seq2seq: return [dict(input_ids=pi[:max_length], attention_mask=[1] * len(pi[:max_length]), labels=ai[:max_length])]
+    room = max_length - len(pi)
+    if room < 1: raise QspecError(f"max_length {max_length} is shorter than the prompt ({len(pi)} tokens with the chat template): "
+                                  f"{prompt[:60]!r}; raise max_length or shorten the prompts")
+    pieces = [ai[i:i + room] for i in range(0, len(ai), room)] if overflow == 'split' else [ai[:room]]
+    return [dict(input_ids=pi + c, attention_mask=[1] * (len(pi) + len(c)), labels=[-100] * len(pi) + c) for c in pieces if c]
+
+# %% ../nbs/01a_data.ipynb #4ba37a70
+def encode_text(
+    tok, # tokenizer
+    text:str, # the text, learned whole
+    max_length:int=256, # tokens kept
+)->list[dict]: # one example (none for an empty text)
+    "One example of plain text, truncated to `max_length`"
+    ids = tok(text, add_special_tokens=False).input_ids[:max_length]
+    return [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=list(ids))] if ids else []
+
+# %% ../nbs/01a_data.ipynb #d0a7a012
+def pack_texts(
+    tok, # tokenizer
+    texts:list[str], # the texts
+    max_length:int=256, # tokens per block
+)->list[dict]: # blocks of exactly `max_length` tokens (a shorter remainder is dropped)
+    "Concatenate `texts` and cut them into full blocks"
+    sep = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ids = [i for t in texts for i in tok(t, add_special_tokens=False).input_ids + sep]
+    return [dict(input_ids=ids[i:i + max_length], attention_mask=[1] * max_length, labels=ids[i:i + max_length])
+            for i in range(0, len(ids) - max_length + 1, max_length)]
+
+# %% ../nbs/01a_data.ipynb #0e530b3f
+_BUILDERS = {'.jsonl': 'json', '.json': 'json', '.csv': 'csv', '.txt': 'text', '.md': 'text'}
+
+def _local_files(
+    p:Path, # a file or a folder
+)->tuple[list[Path], str]: # (the files, the `datasets` builder that reads them)
+    "The data files at `p`, all of one kind"
+    files = sorted(f for f in p.rglob('*') if f.suffix in _BUILDERS) if p.is_dir() else [p]
+    kinds = {_BUILDERS.get(f.suffix) for f in files}
+    if not files or None in kinds or len(kinds) > 1:
+        raise QspecError(f"{str(p)!r}: give one .jsonl, .json, .csv, .txt or .md file, or a folder of files of one of these kinds")
+    if all(not f.open('rb').read(1 << 16).strip() for f in files): raise QspecError(f"the dataset {str(p)!r} is empty: give data with at least one example")
+    return files, kinds.pop()
+
+# %% ../nbs/01a_data.ipynb #d0a7a016
+@contextlib.contextmanager
+def _no_bars():
+    "`datasets` without progress bars (local files load in a moment; a bar would only clutter the output)"
+    on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try: yield
+    finally:
+        if on: datasets.enable_progress_bars()
+
+# %% ../nbs/01a_data.ipynb #d0a7a015
+def load_rows(
+    data:str, # local file or folder, or a dataset name on the hub
+    split:str='train', # split of a hub dataset
+)->datasets.Dataset: # the rows, at least one
+    "A `datasets.Dataset` from a local file/folder or a hub name"
+    p = Path(data).expanduser()
+    try:
+        if p.exists():
+            files, kind = _local_files(p)
+            with _no_bars(): ds = datasets.load_dataset(kind, data_files=[str(f) for f in files], split='train')
+        else: ds = datasets.load_dataset(data, split=split)
+    except QspecError: raise
+    except Exception as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise QspecError(f"could not read {str(p)!r} ({why}); check the file's format" if p.exists() else
+                         f"no local file {str(p)!r}, and the hub dataset {data!r} could not be loaded ({why}); give a local file or a reachable dataset name") from None
+    if len(ds) == 0: raise QspecError(f"the dataset {data!r} is empty: give data with at least one example")
+    return ds
+
+# %% ../nbs/01a_data.ipynb #ebf27d25
+def _mapping(
+    cols:list[str], # the data's columns
+    columns:dict|None, # the user's mapping, role -> column
+    data:str, # the data's name, for messages
+)->dict: # role -> column, checked
+    "Resolve the column mapping against the data's columns"
+    if columns:
+        bad = set(columns) - {'prompt', 'response', 'text'}
+        if bad: raise QspecError(f"columns: unknown role(s) {', '.join(sorted(bad))}; map 'prompt' and 'response', or 'text'")
+        if not ({'prompt', 'response'} <= set(columns) or 'text' in columns):
+            raise QspecError("columns: map both 'prompt' and 'response' (chat pairs), or 'text' (plain text)")
+        m = dict(columns)
+    else: m = {r: r for r in ('prompt', 'response')} if {'prompt', 'response'} <= set(cols) else {'text': 'text'}
+    missing = [f"{c!r}" for c in m.values() if c not in cols]
+    if missing: raise QspecError(f"{data!r} has no column {', '.join(missing)} (its columns: {', '.join(cols)}); "
+                                 "set columns: {prompt: ..., response: ...} or {text: ...}")
+    return m
+
+# %% ../nbs/01a_data.ipynb #d0a7a020
+def to_examples(
+    tok, # tokenizer
+    rows, # a `datasets.Dataset` (or a list of dicts)
+    columns:dict|None=None, # role -> column: {'prompt', 'response'} or {'text'}; default: those names
+    max_length:int=256, # tokens per example
+    packing:bool=False, # plain text: pack into full blocks
+    overflow:str='truncate', # long answers: 'truncate' or 'split'
+    seq2seq:bool=False, # encoder-decoder model
+    name:str='data', # how to call the data in errors
+)->list[dict]: # examples: dict(input_ids, attention_mask, labels)
+    "Tokenized examples from rows of text, by a column mapping"
+    rows = list(rows)
+    if not rows: raise QspecError(f"{name!r} is empty: give data with at least one example")
+    m = _mapping(list(rows[0]), columns, name)
+    if 'prompt' in m:
+        out = [x for r in rows for x in encode_pair(tok, str(r[m['prompt']]), str(r[m['response']]), max_length, overflow, seq2seq)]
+    elif packing and not seq2seq: out = pack_texts(tok, [str(r[m['text']]) for r in rows], max_length)
+    else: out = [x for r in rows for x in encode_text(tok, str(r[m['text']]), max_length)]
+    if not out: raise QspecError(f"{name!r} gave no examples of up to {max_length} tokens (too little text for packing?)")
+    return out
+
+# %% ../nbs/01a_data.ipynb #6d000021
+def train_val_examples(
+    tok, # tokenizer
+    data:str|None=None, # local file or folder, or a hub dataset name; None: the embedded documentation
+    split:str='train', # split of a hub dataset
+    columns:dict|None=None, # role -> column
+    val_data:str|None=None, # validation data in the same form; default: `val_fraction` of `data`
+    val_fraction:float=0.2, # share held out
+    max_length:int=256, # tokens per example
+    packing:bool=False, # plain text: pack into full blocks
+    seq2seq:bool=False, # encoder-decoder model
+    seed:int=0, # seed of the split
+)->tuple[list[dict], list[dict], str|None]: # (training examples, validation examples, a held-out question or None)
+    "Training and validation examples from the embedded data or the user's"
+    if data is None:
+        ex = pydoc_examples(val_fraction)
+        tr, va = (to_examples(tok, ex[k], None, max_length, overflow='split', seq2seq=seq2seq, name='pydoc') for k in ('train', 'validation'))
+        return tr, va, ex['validation'][-1]['prompt']
+    rows = load_rows(data, split)
+    if val_data: vrows = load_rows(val_data, split)
+    else:
+        if len(rows) < 2: raise QspecError(f"{data!r} has {len(rows)} example; give at least 2 (or val_data) to hold some out")
+        sp = rows.train_test_split(test_size=val_fraction, seed=seed)
+        rows, vrows = sp['train'], sp['test']
+    return (to_examples(tok, rows, columns, max_length, packing, seq2seq=seq2seq, name=data),
+            to_examples(tok, vrows, columns, max_length, packing, seq2seq=seq2seq, name=val_data or data), None)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json, math, re, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from .core import QspecError, atomic_dir, atomic_file, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-import qspec.quant  # quiets bitsandbytes' optional-kernel warning before peft imports it
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file, load_file
-from .core import QspecError, atomic_dir, atomic_file, read_json
 from .snr import split_name
-from .ranks import LoraPlan, apply_plan, _lora_layers
+from .ranks import LoraPlan, apply_plan, load_plan, lora_layers
 
 # %% auto #0
 __all__ = ['gradient_signatures', 'check_threshold', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters', 'export_peft',
@@ -179,7 +178,7 @@ def share_adapters(
     groups:Groups, # the groups
 )->PeftModel:
     "Tie each group's LoRA parameters to its first member's, in place"
-    lay = _lora_layers(pm)
+    lay = lora_layers(pm)
     for g in groups.groups:
         lead = lay[g['members'][0]]
         for m in g['members'][1:]:
@@ -215,7 +214,7 @@ def load_groups(path:str|Path)->Groups:
 
 def save_grouped(pm:PeftModel, groups:Groups, plan:LoraPlan, path:str|Path)->Path:
     "Compact format: each group's A and B once, plus the groups and the plan"
-    lay, sd = _lora_layers(pm), {}
+    lay, sd = lora_layers(pm), {}
     for i, g in enumerate(groups.groups):
         l = lay[g['members'][0]]
         sd[f'group.{i}.lora_A'] = l.lora_A['default'].weight.detach().clone().contiguous()
@@ -227,11 +226,10 @@ def save_grouped(pm:PeftModel, groups:Groups, plan:LoraPlan, path:str|Path)->Pat
 
 def load_grouped(base:nn.Module, path:str|Path)->PeftModel:
     "Rebuild a grouped peft model on `base` from `save_grouped`'s directory"
-    from qspec.ranks import load_plan
     path = Path(path)
     groups, plan = load_groups(path/'groups.json'), load_plan(path/'plan.json')
     pm = share_adapters(apply_plan(base, plan), groups)
-    sd, lay = load_file(str(path/'groups.safetensors')), _lora_layers(pm)
+    sd, lay = load_file(str(path/'groups.safetensors')), lora_layers(pm)
     with torch.no_grad():
         for i, g in enumerate(groups.groups):
             l = lay[g['members'][0]]

@@ -8,23 +8,23 @@ Docs: https://qspec-dev.github.io/qspec/merge.html.md"""
 from __future__ import annotations
 import copy
 from pathlib import Path
-import torch, torch.nn as nn
-import qspec.quant  # quiets bitsandbytes' optional-kernel warning before peft imports it
-from peft import PeftModel
-from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 from .core import QspecError, atomic_dir
+import torch, torch.nn as nn
+from peft import PeftModel
+from transformers import AutoConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 from .models import model_class
-from .snr import _effective_weight, _is_matrix_module
+from .quant import load_nf4
+from .snr import effective_weight, is_matrix_module
 
 # %% auto #0
-__all__ = ['merge_dtype', 'merge_adapters', 'save_merged', 'logit_diff']
+__all__ = ['merge_dtype', 'merge_adapters', 'save_merged', 'logit_diff', 'plot_agreement', 'check_merged']
 
 # %% ../nbs/06_merge.ipynb #ad1bd082
 def merge_dtype(
     model:nn.Module, # the merged model, in fp32
     dtype:str='auto', # 'auto', 'float16' or 'bfloat16'
-)->torch.dtype:
+)->torch.dtype: # float16 or bfloat16
     "The 16-bit dtype to keep: float16 (3 more mantissa bits) when every weight fits its range, else bfloat16"
     if dtype not in ('auto', 'float16', 'bfloat16'): raise QspecError(f"unknown merge dtype {dtype!r}: use auto, float16 or bfloat16")
     if dtype != 'auto': return getattr(torch, dtype)
@@ -32,28 +32,42 @@ def merge_dtype(
     return torch.float16 if big < torch.finfo(torch.float16).max / 2 else torch.bfloat16
 
 # %% ../nbs/06_merge.ipynb #9e852bd3
-def _weight_of(m:nn.Module, w:torch.Tensor)->torch.Tensor:
+def _weight_of(
+    m:nn.Module, # the module that will hold the weight
+    w:torch.Tensor, # a weight as (out, in)
+)->torch.Tensor: # `w` in `m`'s layout
     "`w` (out, in) in the layout of the module that will hold it"
     return w.T if isinstance(m, Conv1D) else w
 
+# %% ../nbs/06_merge.ipynb #6b000005
+@torch.no_grad()
+def _copy_matrices(
+    merged:nn.Module, # a fresh model of the same architecture
+    src:dict, # name -> module of the adapted model
+)->set[str]: # names of the modules copied
+    "Each matrix module's effective weight (and bias) from `src` into `merged`"
+    done = set()
+    for n, m in merged.named_modules():
+        s = src.get(n)
+        if s is None or not is_matrix_module(m): continue
+        m.weight.copy_(_weight_of(m, effective_weight(s).float()))
+        if getattr(m, 'bias', None) is not None: m.bias.copy_(getattr(s, 'base_layer', s).bias.float())
+        done.add(n)
+    return done
+
+# %% ../nbs/06_merge.ipynb #6b000007
 def merge_adapters(
     pm:PeftModel, # a model with trained adapters on an NF4 (or full-precision) base
     dtype:str='auto', # 16-bit dtype of the result: 'auto', 'float16' or 'bfloat16'
-)->PreTrainedModel:
+)->PreTrainedModel: # the merged model, in 16 bits
     "A plain transformers model holding each dequantized base weight plus its LoRA update, in 16 bits"
     if not isinstance(pm, PeftModel): raise QspecError(f"merge_adapters needs a peft model with adapters, got {type(pm).__name__}")
     hf = pm.get_base_model()
     cfg = copy.deepcopy(hf.config)
     if hasattr(cfg, 'quantization_config'): del cfg.quantization_config
     merged = model_class(cfg).from_config(cfg, dtype=torch.float32)
-    src = dict(hf.named_modules())
+    done = _copy_matrices(merged, dict(hf.named_modules()))
     with torch.no_grad():
-        for n, m in merged.named_modules():
-            s = src.get(n)
-            if s is None or not _is_matrix_module(m): continue
-            m.weight.copy_(_weight_of(m, _effective_weight(s).float()))
-            if getattr(m, 'bias', None) is not None: m.bias.copy_(getattr(s, 'base_layer', s).bias.float())
-        done = {n for n, m in merged.named_modules() if _is_matrix_module(m) and n in src}
         rest = {k: v for k, v in hf.state_dict().items() if not any(k.startswith(d + '.') for d in done) and 'lora_' not in k}
         res = merged.load_state_dict({k.replace('.base_layer', ''): v.float() for k, v in rest.items()}, strict=False)
     left = [k for k in res.missing_keys if k.rsplit('.', 1)[0] not in done and k != 'lm_head.weight']  # a tied head is re-tied below
@@ -67,7 +81,7 @@ def save_merged(
     path:str|Path, # directory to write (replaced atomically)
     tokenizer=None, # saved alongside, so the folder is a complete checkpoint
     dtype:str='auto', # 16-bit dtype of the result
-)->Path:
+)->Path: # `path`
     "Merge and write a transformers checkpoint that `from_pretrained` loads, atomically"
     merged = merge_adapters(pm, dtype)
     with atomic_dir(path) as tmp:
@@ -91,3 +105,37 @@ def logit_diff(
     d = (la - lb).abs()
     return dict(max_abs=d.max().item(), mean_abs=d.mean().item(), prob_max_abs=(la.softmax(-1) - lb.softmax(-1)).abs().max().item(),
                 logit_range=la.abs().max().item())
+
+# %% ../nbs/06_merge.ipynb #6b000012
+def plot_agreement(
+    a:nn.Module, # e.g. the adapter model
+    b:nn.Module, # e.g. the merged model
+    input_ids:torch.Tensor, # a batch of token ids
+    ax=None, # matplotlib axes
+    n:int=20_000, # logits drawn (a random sample)
+)->tuple: # (the axes, `logit_diff` of the two)
+    "Scatter of `b`'s logits against `a`'s, with their largest difference in the title"
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4.5, 4.5))
+    with torch.no_grad(): la, lb = (m(input_ids=input_ids.to(next(m.parameters()).device)).logits.float().cpu().flatten() for m in (a, b))
+    pick = torch.randperm(len(la), generator=torch.Generator().manual_seed(0))[:n]
+    ax.scatter(la[pick], lb[pick], s=2, alpha=0.4, color='#4c72b0')
+    lo, hi = la.min().item(), la.max().item()
+    ax.plot([lo, hi], [lo, hi], lw=0.8, color='k')
+    r = logit_diff(a, b, input_ids)
+    ax.set_xlabel('adapter model logit'); ax.set_ylabel('merged model logit'); ax.set_title(f"max |Δlogit| {r['max_abs']:.3g}")
+    return ax, r
+
+# %% ../nbs/06_merge.ipynb #6b000014
+def check_merged(
+    base:str|Path, # the base the adapter was trained on: anything `resolve_model` accepts
+    adapter:str|Path, # the adapter directory (standard peft)
+    merged:str|Path, # the merged checkpoint directory
+    input_ids:torch.Tensor, # token ids to compare on
+    device:str='cpu', # where to run both models
+)->dict: # `logit_diff` of the adapter model against the merged model, and the merged model's stored dtype
+    "Load `adapter` on the NF4 base and `merged` with plain transformers; compare their logits"
+    a = PeftModel.from_pretrained(load_nf4(base, device=device, compute_dtype=torch.float32), str(adapter)).eval()
+    cfg = AutoConfig.from_pretrained(merged)
+    b = model_class(cfg).from_pretrained(merged, dtype=torch.float32).to(device).eval()
+    return dict(logit_diff(a, b, input_ids), stored_dtype=str(getattr(cfg, 'dtype', '')).replace('torch.', ''))

@@ -6,19 +6,18 @@ Docs: https://qspec-dev.github.io/qspec/ranks.html.md"""
 
 # %% ../nbs/04_ranks.ipynb #3502ecbe
 from __future__ import annotations
-import json, math, re
+import hashlib, json, math, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+from .core import QspecError, atomic_file, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
-import qspec.quant  # quiets bitsandbytes' optional-kernel warning before peft imports it
 from peft import LoraConfig, get_peft_model, PeftModel
-from .core import QspecError, atomic_file, read_json
 from .snr import SNRResults, split_name
 
 # %% auto #0
 __all__ = ['importance', 'LoraPlan', 'plan_tiers', 'plan_budget', 'check_monotone', 'param_groups', 'check_plan', 'apply_plan',
-           'resize', 'load_plan']
+           'lora_layers', 'resize', 'load_plan', 'plot_plans', 'adapter_digest']
 
 # %% ../nbs/04_ranks.ipynb #f24fd3ee
 def importance(
@@ -223,7 +222,10 @@ def apply_plan(
     return pm
 
 # %% ../nbs/04_ranks.ipynb #892bd5bc
-def _lora_layers(pm:PeftModel)->dict:
+def lora_layers(
+    pm:PeftModel, # a model with adapters
+)->dict: # module name (without peft's prefix) -> its LoRA layer
+    "The LoRA layers of `pm`, by the names the plan uses"
     return {re.sub(r'^base_model\.model\.', '', n): m for n, m in pm.named_modules() if hasattr(m, 'lora_A') and 'default' in m.lora_A}
 
 def _delta(m)->torch.Tensor:
@@ -237,12 +239,12 @@ def resize(
     gradient_checkpointing:bool=False, # as `apply_plan`: keep training with checkpointing
 )->tuple[PeftModel, dict]: # (the model with resized adapters, module -> Frobenius error of its update)
     "Move trained adapters to the ranks of `plan`, growing exactly and shrinking by truncated SVD"
-    old = {m: (_delta(l), l.r['default']) for m, l in _lora_layers(pm).items()}
+    old = {m: (_delta(l), l.r['default']) for m, l in lora_layers(pm).items()}
     base = pm.unload()
     new = apply_plan(base, plan, gradient_checkpointing)
     errors = {}
     with torch.no_grad():
-        for m, l in _lora_layers(new).items():
+        for m, l in lora_layers(new).items():
             A, B, s = l.lora_A['default'].weight, l.lora_B['default'].weight, l.scaling['default']
             if m not in old: errors[m] = 0.0; continue  # added: B is zero
             d, r0 = old[m]
@@ -257,7 +259,7 @@ def resize(
                 U, S, Vh = torch.linalg.svd(d, full_matrices=False)
                 B.copy_((U[:, :r] * S[:r]) / s); A.copy_(Vh[:r])
                 errors[m] = S[r:].square().sum().sqrt().item()
-        for m in set(old) - set(_lora_layers(new)): errors[m] = old[m][0].norm().item()  # removed
+        for m in set(old) - set(lora_layers(new)): errors[m] = old[m][0].norm().item()  # removed
     return new, errors
 
 # %% ../nbs/04_ranks.ipynb #d53809f4
@@ -292,7 +294,9 @@ def load_plan(path:str|Path)->LoraPlan:
 
 # %% ../nbs/04_ranks.ipynb #94f40d4d
 @patch
-def heatmap(self:LoraPlan, ax=None):
+def heatmap(self:LoraPlan,
+    ax=None, # matplotlib axes
+): # the axes
     "Layers × types heatmap of the ranks (white: frozen)"
     import matplotlib.pyplot as plt
     types = sorted({v['type'] for v in self.modules.values()}); layers = sorted({v['layer'] for v in self.modules.values()})
@@ -307,8 +311,11 @@ def heatmap(self:LoraPlan, ax=None):
     ax.set_title(f'{self.params:,} trainable parameters')
     return ax
 
+# %% ../nbs/04_ranks.ipynb #6d000002
 @patch
-def plot_tiers(self:LoraPlan, ax=None):
+def plot_tiers(self:LoraPlan,
+    ax=None, # matplotlib axes
+): # the axes
     "Trainable parameters per tier"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 3))
@@ -316,3 +323,24 @@ def plot_tiers(self:LoraPlan, ax=None):
     ax.bar(list(t), [v['params'] for v in t.values()], color='#4c72b0')
     ax.set_ylabel('trainable parameters'); ax.set_title('parameters per tier')
     return ax
+
+# %% ../nbs/04_ranks.ipynb #6d000004
+def plot_plans(
+    plans:list[tuple[str, LoraPlan]], # (title, plan) pairs
+): # the figure
+    "Rank heatmaps of several plans side by side, each titled with its parameter count"
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, len(plans), figsize=(5.5 * len(plans), 5), squeeze=False)
+    for ax, (t, p) in zip(axs[0], plans): p.heatmap(ax=ax); ax.set_title(f'{t}: {p.params:,} parameters')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/04_ranks.ipynb #6d000007
+def adapter_digest(
+    model:nn.Module, # a model with adapters
+)->str: # sha256 of the trainable tensors, in name order
+    "A fingerprint of a model's trainable weights (identical across processes after a synchronised step)"
+    h = hashlib.sha256()
+    for n, p in sorted(model.named_parameters()):
+        if p.requires_grad: h.update(n.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()

@@ -12,11 +12,16 @@ from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import QspecError, atomic_file, pick_device, read_json
+from .core import QspecError, atomic_file, check_percent, pick_device, read_json
+import bitsandbytes as bnb
+from transformers.pytorch_utils import Conv1D
+from .models import resolve_model
+from .quant import dequantize
 
 # %% auto #0
 __all__ = ['METHODS', 'SNRStats', 'spectrum_snr', 'gram', 'gram_singular_values', 'singular_values', 'split_name',
-           'checkpoint_matrices', 'model_matrices', 'SNRResults', 'SNRAnalyzer', 'load_snr']
+           'checkpoint_matrices', 'effective_weight', 'is_matrix_module', 'model_matrices', 'SNRResults', 'SNRAnalyzer',
+           'load_snr']
 
 # %% ../nbs/03_snr.ipynb #dbc8a431
 @dataclass
@@ -137,8 +142,10 @@ def checkpoint_matrices(
     for k in names: yield k.removesuffix('.weight'), (lambda k=k: load(k))
 
 # %% ../nbs/03_snr.ipynb #77399d39
-def _effective_weight(m:nn.Module)->torch.Tensor:
-    from qspec.quant import dequantize
+def effective_weight(
+    m:nn.Module, # a linear layer: full precision, NF4, or peft LoRA-wrapped
+)->torch.Tensor: # the (out, in) float weight it computes with, adapters included
+    "The weight a layer computes with: dequantized, plus its active LoRA updates"
     base = getattr(m, 'base_layer', None)
     if base is None: return dequantize(m)
     w = dequantize(base)
@@ -148,15 +155,21 @@ def _effective_weight(m:nn.Module)->torch.Tensor:
             w = w + (d.T if getattr(m, 'fan_in_fan_out', False) else d)
     return w
 
-def _is_matrix_module(m:nn.Module)->bool:
-    import bitsandbytes as bnb
-    from transformers.pytorch_utils import Conv1D
+# %% ../nbs/03_snr.ipynb #5a000002
+def is_matrix_module(
+    m:nn.Module, # any module
+)->bool: # whether it holds one weight matrix the scan scores
+    "Linear, GPT-2 `Conv1D`, 4-bit linear, or a peft LoRA layer wrapping one of them"
     return isinstance(m, (nn.Linear, Conv1D, bnb.nn.Linear4bit)) or hasattr(m, 'lora_A') and hasattr(m, 'base_layer')
 
-def _expert_params(m:nn.Module)->list[tuple[str, nn.Parameter]]:
+# %% ../nbs/03_snr.ipynb #5a000004
+def _expert_params(
+    m:nn.Module, # a module, e.g. a fused MoE experts block
+)->list[tuple[str, nn.Parameter]]: # (name, parameter) of each 3-D weight
     "Fused MoE expert weights (experts × out × in) held directly by `m`"
     return [(n, p) for n, p in m.named_parameters(recurse=False) if p.ndim == 3]
 
+# %% ../nbs/03_snr.ipynb #5a000007
 def model_matrices(
     model:nn.Module, # a model: full precision, NF4, or with peft LoRA adapters
 ):
@@ -166,9 +179,9 @@ def model_matrices(
         if any(name.startswith(s + '.') for s in skip): continue
         clean = re.sub(r'^base_model\.model\.', '', name)
         if split_name(clean)[0] is None or _SKIP.search(clean): continue
-        if _is_matrix_module(m):
+        if is_matrix_module(m):
             if hasattr(m, 'base_layer'): skip.add(name)
-            mods.append((clean, lambda m=m: _effective_weight(m)))
+            mods.append((clean, lambda m=m: effective_weight(m)))
         for pn, p in _expert_params(m):  # one matrix per expert: '<module>.<expert>.<param>'
             mods += [(f'{clean}.{e}.{pn}', lambda p=p, e=e: p[e].detach().float()) for e in range(p.shape[0])]
     yield from mods
@@ -176,24 +189,25 @@ def model_matrices(
 # %% ../nbs/03_snr.ipynb #6ce978da
 class SNRResults:
     "SNR of every scanned matrix, with per-type ranking and selection"
-    def __init__(self, rows:list[dict], name:str=''):
+    def __init__(self,
+        rows:list[dict], # one dict per matrix: module, type, layer, shape, snr, n_signal, sigma, tau
+        name:str='', # the model's name
+    ):
         self.rows, self.name = sorted(rows, key=lambda r: (r['type'], r['layer'])), name
     @property
-    def types(self)->list[str]: return sorted({r['type'] for r in self.rows})
+    def types(self)->list[str]: # the module types, sorted
+        "The module types scanned"
+        return sorted({r['type'] for r in self.rows})
     def __len__(self): return len(self.rows)
     def __getitem__(self, module:str)->dict: return next(r for r in self.rows if r['module'] == module)
 
 # %% ../nbs/03_snr.ipynb #6f8fe971
-def _check_pct(p):
-    if not (isinstance(p, (int, float)) and 0 < p <= 100):
-        raise QspecError(f"top_percent must be in (0, 100], got {p!r}")
-
 @patch
 def select(self:SNRResults,
     top_percent:float=25, # share of each type to keep, highest SNR first
 )->dict[str, list[str]]: # type -> selected module names, best first
     "Spectrum's selection: the ⌊n·p/100⌋ highest-SNR modules of each type (NaN scores never selected)"
-    _check_pct(top_percent)
+    check_percent(top_percent)
     res = {}
     for t in self.types:
         rs = [r for r in self.rows if r['type'] == t]
@@ -222,7 +236,6 @@ class SNRAnalyzer:
 
 # %% ../nbs/03_snr.ipynb #db2e9a9e
 def _resolve(source)->Path:
-    from qspec.models import resolve_model
     return resolve_model(source)
 
 # %% ../nbs/03_snr.ipynb #f4a51c9c
@@ -387,6 +400,25 @@ def plot_depth(self:SNRResults, ax=None):
     for i, t in enumerate(types): ax.plot(layers, g[:, i].numpy(), marker='.', label=t)
     ax.set_xlabel('layer'); ax.set_ylabel('SNR'); ax.set_yscale('log'); ax.legend(fontsize=7, ncol=2)
     ax.set_title(f'SNR by depth: {Path(str(self.name)).name}')
+    return ax
+
+# %% ../nbs/03_snr.ipynb #5a000011
+@patch
+def plot_change(self:SNRResults,
+    after:SNRResults, # a later scan of the same model
+    adapted=(), # modules to colour as adapted
+    ax=None, # matplotlib axes
+): # the axes
+    "SNR after against SNR before, one dot per matrix"
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4.5, 4))
+    b, a, ad = {r['module']: r['snr'] for r in self.rows}, {r['module']: r['snr'] for r in after.rows}, set(adapted)
+    for sel, col, lab in ((False, '#999999', 'frozen'), (True, '#c44e52', 'adapted')):
+        ms = [m for m in b if (m in ad) == sel and m in a]
+        ax.scatter([b[m] for m in ms], [a[m] for m in ms], s=10, color=col, label=lab)
+    lo, hi = min(b.values()), max(b.values())
+    ax.plot([lo, hi], [lo, hi], lw=0.8, color='k'); ax.set_xscale('log'); ax.set_yscale('log')
+    ax.set_xlabel('SNR before'); ax.set_ylabel('SNR after'); ax.legend(); ax.set_title('SNR of every matrix')
     return ax
 
 # %% ../nbs/03_snr.ipynb #30bb9822

@@ -6,144 +6,26 @@ Docs: https://qspec-dev.github.io/qspec/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #530665b0
 from __future__ import annotations
-import contextlib, dataclasses, difflib, hashlib, json, math, os, shutil, time, typing
-from dataclasses import dataclass, asdict, fields
+import contextlib, json, math, shutil, time
+from dataclasses import asdict
 from pathlib import Path
+import matplotlib.pyplot as plt
 import torch, torch.nn as nn
 from fastcore.basics import patch
-from fastcore.docments import docments
-import qspec.quant  # quiets bitsandbytes' optional-kernel warning before peft imports it
-from transformers import Trainer, TrainingArguments, DataCollatorForSeq2Seq, TrainerCallback
-from .core import QspecError, atomic_dir, atomic_file, pick_device, compute_dtype, save_png
-from .data import pydoc_topics, split_topics
+from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
+from . import models
+from .core import all_gather, atomic_dir, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
+from .models import load_tokenizer, resolve_model
+from .data import token_batches, train_val_examples
+from .quant import load_nf4
+from .snr import SNRAnalyzer, SNRResults, load_snr
+from .ranks import LoraPlan, adapter_digest, apply_plan, load_plan, param_groups, plan_budget, plot_plans, plan_tiers, resize
+from .grouping import Groups, GradientGrouper, export_peft, load_groups, share_adapters
+from .merge import check_merged, save_merged
+from .config import TrainConfig, check_config, load_config, training_arguments
 
 # %% auto #0
-__all__ = ['PYDOC_PROMPT', 'pydoc_examples', 'encode_pair', 'encode_text', 'pack_texts', 'load_rows', 'to_examples', 'chunked_ce',
-           'hidden_states', 'uses_chunked_loss', 'causal_loss', 'TrainConfig', 'check_config', 'load_config',
-           'config_schema', 'example_config', 'QspecTrainer', 'Run', 'adapter_digest']
-
-# %% ../nbs/07_train.ipynb #c3e96482
-PYDOC_PROMPT = "Explain the Python topic '{name}'."
-
-def pydoc_examples(
-    val_fraction:float=0.2, # share of topics held out
-)->dict[str, list[dict]]: # {'train': [...], 'validation': [...]} of dict(prompt, response)
-    "The embedded data as prompt/response pairs, split by topic"
-    topics = pydoc_topics()
-    tr, va = split_topics(topics, val_fraction)
-    ex = lambda names: [dict(prompt=PYDOC_PROMPT.format(name=n), response=topics[n].strip()) for n in names]
-    return dict(train=ex(tr), validation=ex(va))
-
-# %% ../nbs/07_train.ipynb #570aa68f
-def _texts(tok, prompt:str, response:str)->tuple[str, str]:
-    "(prompt text, answer text) of one chat turn"
-    if getattr(tok, 'chat_template', None):
-        p = tok.apply_chat_template([dict(role='user', content=prompt)], add_generation_prompt=True, tokenize=False)
-        full = tok.apply_chat_template([dict(role='user', content=prompt), dict(role='assistant', content=response)], tokenize=False)
-        if full.startswith(p): return p, full[len(p):]
-    p = f"Question: {prompt}\nAnswer: "
-    return p, response + (tok.eos_token or '')
-
-def encode_pair(
-    tok, # tokenizer
-    prompt:str, # the user's message
-    response:str, # the answer to learn
-    max_length:int=256, # tokens per example
-    overflow:str='truncate', # 'truncate' the answer, or 'split' it over several examples
-    seq2seq:bool=False, # encoder-decoder model: prompt to the encoder, answer as labels
-)->list[dict]: # examples: dict(input_ids, attention_mask, labels)
-    "Token ids of a prompt/answer pair, the prompt masked from the loss"
-    p, a = _texts(tok, prompt, response)
-    pi, ai = tok(p, add_special_tokens=False).input_ids, tok(a, add_special_tokens=False).input_ids
-    if seq2seq: return [dict(input_ids=pi[:max_length], attention_mask=[1] * len(pi[:max_length]), labels=ai[:max_length])]
-    room = max_length - len(pi)
-    if room < 1: raise QspecError(f"max_length {max_length} is shorter than the prompt ({len(pi)} tokens with the chat template): "
-                                  f"{prompt[:60]!r}; raise max_length or shorten the prompts")
-    pieces = [ai[i:i + room] for i in range(0, len(ai), room)] if overflow == 'split' else [ai[:room]]
-    return [dict(input_ids=pi + c, attention_mask=[1] * (len(pi) + len(c)), labels=[-100] * len(pi) + c) for c in pieces if c]
-
-# %% ../nbs/07_train.ipynb #4ba37a70
-def encode_text(tok, text:str, max_length:int=256)->list[dict]:
-    "One example of plain text, truncated to `max_length`"
-    ids = tok(text, add_special_tokens=False).input_ids[:max_length]
-    return [dict(input_ids=ids, attention_mask=[1] * len(ids), labels=list(ids))] if ids else []
-
-def pack_texts(
-    tok, # tokenizer
-    texts:list[str], # the texts
-    max_length:int=256, # tokens per block
-)->list[dict]: # blocks of exactly `max_length` tokens (a shorter remainder is dropped)
-    "Concatenate `texts` and cut them into full blocks"
-    sep = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    ids = [i for t in texts for i in tok(t, add_special_tokens=False).input_ids + sep]
-    return [dict(input_ids=ids[i:i + max_length], attention_mask=[1] * max_length, labels=ids[i:i + max_length])
-            for i in range(0, len(ids) - max_length + 1, max_length)]
-
-# %% ../nbs/07_train.ipynb #0e530b3f
-_BUILDERS = {'.jsonl': 'json', '.json': 'json', '.csv': 'csv', '.txt': 'text', '.md': 'text'}
-
-def load_rows(
-    data:str, # local file or folder, or a dataset name on the hub
-    split:str='train', # split of a hub dataset
-):
-    "A `datasets.Dataset` from a local file/folder or a hub name"
-    import datasets
-    p = Path(data).expanduser()
-    if p.exists():
-        files = sorted(f for f in p.rglob('*') if f.suffix in _BUILDERS) if p.is_dir() else [p]
-        kinds = {_BUILDERS.get(f.suffix) for f in files}
-        if not files or None in kinds or len(kinds) > 1:
-            raise QspecError(f"{str(p)!r}: give one .jsonl, .json, .csv, .txt or .md file, or a folder of files of one of these kinds")
-        if all(not f.open('rb').read(1 << 16).strip() for f in files): raise QspecError(f"the dataset {data!r} is empty: give data with at least one example")
-        bars = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # local files load in a moment; a bar would only clutter the output
-        try: ds = datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split='train')
-        except Exception as e: raise QspecError(f"could not read {str(p)!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        finally:
-            if bars: datasets.enable_progress_bars()
-    else:
-        try: ds = datasets.load_dataset(data, split=split)
-        except Exception as e:
-            raise QspecError(f"no local file {str(p)!r}, and the hub dataset {data!r} could not be loaded "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); give a local file or a reachable dataset name") from None
-    if len(ds) == 0: raise QspecError(f"the dataset {data!r} is empty: give data with at least one example")
-    return ds
-
-# %% ../nbs/07_train.ipynb #ebf27d25
-def _mapping(cols:list[str], columns:dict|None, data:str)->dict:
-    "Resolve the column mapping against the data's columns"
-    if columns:
-        bad = set(columns) - {'prompt', 'response', 'text'}
-        if bad: raise QspecError(f"columns: unknown role(s) {', '.join(sorted(bad))}; map 'prompt' and 'response', or 'text'")
-        if not ({'prompt', 'response'} <= set(columns) or 'text' in columns):
-            raise QspecError("columns: map both 'prompt' and 'response' (chat pairs), or 'text' (plain text)")
-        m = dict(columns)
-    else: m = {r: r for r in ('prompt', 'response')} if {'prompt', 'response'} <= set(cols) else {'text': 'text'}
-    missing = [f"{c!r}" for c in m.values() if c not in cols]
-    if missing: raise QspecError(f"{data!r} has no column {', '.join(missing)} (its columns: {', '.join(cols)}); "
-                                 "set columns: {prompt: ..., response: ...} or {text: ...}")
-    return m
-
-def to_examples(
-    tok, # tokenizer
-    rows, # a `datasets.Dataset` (or a list of dicts)
-    columns:dict|None=None, # role -> column: {'prompt', 'response'} or {'text'}; default: those names
-    max_length:int=256, # tokens per example
-    packing:bool=False, # plain text: pack into full blocks
-    overflow:str='truncate', # long answers: 'truncate' or 'split'
-    seq2seq:bool=False, # encoder-decoder model
-    name:str='data', # how to call the data in errors
-)->list[dict]:
-    "Tokenized examples from rows of text, by a column mapping"
-    rows = list(rows)
-    if not rows: raise QspecError(f"{name!r} is empty: give data with at least one example")
-    m = _mapping(list(rows[0]), columns, name)
-    if 'prompt' in m:
-        out = [x for r in rows for x in encode_pair(tok, str(r[m['prompt']]), str(r[m['response']]), max_length, overflow, seq2seq)]
-    elif packing and not seq2seq: out = pack_texts(tok, [str(r[m['text']]) for r in rows], max_length)
-    else: out = [x for r in rows for x in encode_text(tok, str(r[m['text']]), max_length)]
-    if not out: raise QspecError(f"{name!r} gave no examples of up to {max_length} tokens (too little text for packing?)")
-    return out
+__all__ = ['chunked_ce', 'hidden_states', 'uses_chunked_loss', 'causal_loss', 'QspecTrainer', 'Run', 'plot_losses']
 
 # %% ../nbs/07_train.ipynb #2da47ff7
 class _ChunkedCE(torch.autograd.Function):
@@ -169,6 +51,7 @@ class _ChunkedCE(torch.autograd.Function):
         gh, gw = ctx.saved_tensors
         return gh * go.to(gh.dtype), (gw * go).to(ctx.needs_input_grad[1] and gw.dtype) if gw is not None else None, None, None
 
+# %% ../nbs/07_train.ipynb #7a100003
 def chunked_ce(
     h:torch.Tensor, # hidden states, (n, d)
     w:torch.Tensor, # output matrix, (vocab, d)
@@ -188,14 +71,16 @@ def hidden_states(
     try: yield
     finally: del head.forward
 
+# %% ../nbs/07_train.ipynb #7a100005
 def uses_chunked_loss(
     hf:nn.Module, # a transformers model (unwrapped)
-)->bool:
+)->bool: # True for a plain bias-free linear output layer without logit soft-capping or scaling
     "Whether `causal_loss` can replace the model's own loss"
     cfg, head = hf.config, hf.get_output_embeddings()
     return (not getattr(cfg, 'is_encoder_decoder', False) and isinstance(head, nn.Linear) and type(head) is nn.Linear
             and head.bias is None and not getattr(cfg, 'final_logit_softcapping', None) and getattr(cfg, 'logit_scale', None) in (None, 1, 1.0))
 
+# %% ../nbs/07_train.ipynb #7a100007
 def causal_loss(
     model:nn.Module, # the model to call (possibly wrapped by peft or DDP)
     head:nn.Module, # its output layer
@@ -208,160 +93,46 @@ def causal_loss(
     keep = y != -100
     return chunked_ce(h[:, :-1][keep], head.weight, y[keep], chunk), int(keep.sum())
 
-# %% ../nbs/07_train.ipynb #c58f9029
-@dataclass
-class TrainConfig:
-    "Settings of one qspec run: the keys of a `qspec train` YAML file"
-    model:str='smollm2' # alias, checkpoint directory or hub id
-    out:str='runs/qspec' # run directory to write (replaced atomically at the end)
-    data:typing.Optional[str]=None # local .jsonl/.json/.csv/.txt/.md file or folder, or a hub dataset name; default: Python's reference documentation
-    split:str='train' # split of a hub dataset
-    columns:typing.Optional[dict]=None # column mapping: {prompt: COL, response: COL} for chat pairs, or {text: COL}
-    val_data:typing.Optional[str]=None # validation data in the same form; default: `val_fraction` of `data`
-    val_fraction:float=0.2 # share held out for validation when `val_data` is not given
-    max_length:int=256 # tokens per example; longer answers are truncated (the embedded data: split)
-    packing:bool=False # plain text: pack texts into full blocks of `max_length`
-    max_eval_examples:int=32 # validation examples evaluated (before, during and after training)
-    budget:int=1_000_000 # trainable LoRA parameters, placed by SNR (`plan_budget`)
-    min_rank:int=4 # smallest adapter rank with a budget
-    max_rank:int=64 # largest adapter rank with a budget
-    tiers:typing.Optional[list]=None # instead of a budget: cumulative top-% per type, e.g. [25, 50]
-    ranks:typing.Optional[list]=None # with `tiers`: the rank of each tier, e.g. [32, 8]
-    alpha:float=16 # LoRA alpha (rsLoRA scaling alpha/sqrt(r))
-    lr_scale:list=(0.5, 2.0) # learning-rate multiplier range, least to most important module
-    group:bool=False # let modules whose gradients agree share one adapter
-    group_threshold:float=0.9 # cosine similarity needed to share
-    group_max_size:typing.Optional[int]=None # largest group
-    steps:int=40 # optimizer steps
-    batch_size:int=4 # examples per step and process
-    grad_accum:int=1 # gradient accumulation steps
-    lr:float=1e-3 # base learning rate (times each module's multiplier)
-    warmup_steps:int=2 # linear warm-up
-    scheduler:str='cosine' # any `transformers` scheduler name: cosine, linear, constant, ...
-    weight_decay:float=0.0 # AdamW weight decay
-    optim:str='auto' # 'auto' (paged 8-bit AdamW on CUDA, AdamW on CPU) or a `Trainer` optimizer name
-    eval_steps:int=20 # evaluate every N steps
-    save_steps:int=20 # checkpoint every N steps (an interrupted run resumes from the latest)
-    logging_steps:int=5 # log the training loss every N steps
-    seed:int=0 # seed of adapters' initialisation and data order
-    gradient_checkpointing:bool=True # recompute activations in the backward pass (non-reentrant)
-    chunked_loss:bool=True # loss in chunks over labelled positions only (falls back to the model's loss where unsupported)
-    resize:bool=True # after training: re-scan SNR and move adapters to the new plan's ranks
-    resize_steps:int=0 # train this many more steps after resizing
-    merge:bool=True # write the merged model
-    merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
-    device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
-    quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or the model's float dtype under FSDP ('bfloat16')
-    question:typing.Optional[str]=None # asked before and after training (default for the embedded data: a held-out topic)
-    resume:bool=True # continue an interrupted run of the same `out` from its latest checkpoint
-
-# %% ../nbs/07_train.ipynb #2cb6b3d3
-def _type_ok(v, tp)->bool:
-    "Whether the value `v` read from YAML fits the annotation `tp`"
-    if typing.get_origin(tp) is typing.Union: return any(_type_ok(v, a) for a in typing.get_args(tp))
-    if tp is type(None): return v is None
-    if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if tp is int: return isinstance(v, int) and not isinstance(v, bool)
-    if tp is list: return isinstance(v, (list, tuple))
-    return isinstance(v, tp)
-
-def _type_name(tp)->str:
-    if typing.get_origin(tp) is typing.Union: return ' or '.join(_type_name(a) for a in typing.get_args(tp))
-    return {type(None): 'null', list: 'list', dict: 'mapping'}.get(tp, getattr(tp, '__name__', str(tp)))
-
-# %% ../nbs/07_train.ipynb #6fd00d3b
-_POSITIVE = ('max_length', 'max_eval_examples', 'budget', 'min_rank', 'max_rank', 'steps', 'batch_size', 'grad_accum',
-             'eval_steps', 'save_steps', 'logging_steps')
-
-def check_config(
-    d:dict, # keys and values, e.g. from YAML
-    source:str='config', # where they came from, for messages
-)->TrainConfig:
-    "A validated `TrainConfig` from a mapping; one clear error for the first problem"
-    if not isinstance(d, dict): raise QspecError(f"{source}: expected a mapping of keys to values, got {type(d).__name__}")
-    hints, names = typing.get_type_hints(TrainConfig), [f.name for f in fields(TrainConfig)]
-    for k, v in d.items():
-        if k not in hints:
-            near = difflib.get_close_matches(str(k), names, 1)
-            raise QspecError(f"{source}: unknown key {k!r}" + (f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(names)}"))
-        if not _type_ok(v, hints[k]):
-            raise QspecError(f"{source}: key {k!r} must be {_type_name(hints[k])}, got {v!r} ({type(v).__name__})")
-    cfg = TrainConfig(**{k: float(v) if hints[k] is float else v for k, v in d.items()})
-    for k in _POSITIVE:
-        if getattr(cfg, k) < 1: raise QspecError(f"{source}: {k} must be at least 1, got {getattr(cfg, k)}")
-    checks = [(0 < cfg.val_fraction < 1, f"val_fraction must be in (0, 1), got {cfg.val_fraction}"),
-              (cfg.lr > 0, f"lr must be positive, got {cfg.lr}"), (cfg.resize_steps >= 0, "resize_steps must be 0 or more"),
-              ((cfg.tiers is None) == (cfg.ranks is None), "give tiers and ranks together (or neither, for a budget)"),
-              (cfg.min_rank <= cfg.max_rank, f"min_rank {cfg.min_rank} is larger than max_rank {cfg.max_rank}"),
-              (not (cfg.group and cfg.resize), "group and resize cannot be combined yet: set resize: false, or group: false"),
-              (-1 <= cfg.group_threshold <= 1, f"group_threshold must be in [-1, 1], got {cfg.group_threshold}"),
-              (cfg.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {cfg.quant_storage!r}"),
-              (cfg.merge_dtype in ('auto', 'float16', 'bfloat16'), f"merge_dtype must be auto, float16 or bfloat16, got {cfg.merge_dtype!r}"),
-              (len(cfg.lr_scale) == 2 and 0 < cfg.lr_scale[0] <= cfg.lr_scale[1], f"lr_scale must be [low, high] with 0 < low ≤ high, got {list(cfg.lr_scale)}")]
-    for ok, msg in checks:
-        if not ok: raise QspecError(f"{source}: {msg}")
-    return cfg
-
-def load_config(
-    path:str|Path, # a YAML file of `TrainConfig` keys
-)->TrainConfig:
-    "Read and validate a `qspec train` YAML file"
-    import yaml
-    p = Path(path).expanduser()
-    try: d = yaml.safe_load(p.read_text())
-    except FileNotFoundError: raise QspecError(f"no config file at {str(p)!r}; write one (see `qspec train --example`)") from None
-    except yaml.YAMLError as e: raise QspecError(f"{str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return check_config(d or {}, str(p))
-
-# %% ../nbs/07_train.ipynb #adf3d8b6
-def _key_docs()->dict:
-    "Each `TrainConfig` key's comment. A class defined in a notebook has no source file to read them from, so there they come from the package."
-    cls = TrainConfig
-    if cls.__module__ == '__main__': cls = __import__('qspec.train', fromlist=['TrainConfig']).TrainConfig
-    return docments(cls)
-
-def config_schema()->str: # a markdown table: key, type, default, meaning
-    "The `qspec train` YAML keys, documented"
-    docs, hints = _key_docs(), typing.get_type_hints(TrainConfig)
-    rows = ['| key | type | default | meaning |', '|---|---|---|---|']
-    for f in fields(TrainConfig):
-        dflt = f.default if f.default is not dataclasses.MISSING else ''
-        rows.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{json.dumps(list(dflt) if isinstance(dflt, tuple) else dflt)}` | {docs[f.name]} |")
-    return '\n'.join(rows)
-
-def example_config()->str: # YAML text with every key at its default, each with its meaning
-    "A commented `qspec train` YAML file holding the defaults"
-    docs = _key_docs()
-    out = []
-    for f in fields(TrainConfig):
-        v = f.default
-        out.append(f"{f.name}: {json.dumps(list(v) if isinstance(v, tuple) else v)}  # {docs[f.name]}")
-    return '\n'.join(out) + '\n'
-
 # %% ../nbs/07_train.ipynb #d900fbe8
 class QspecTrainer(Trainer):
     "`Trainer` with the plan's learning-rate groups, the chunked loss and a token count"
-    def __init__(self, *args, plan=None, chunked:bool=True, chunk:int=256, **kwargs):
+    def __init__(self, *args,
+        plan:LoraPlan|None=None, # the plan whose learning-rate multipliers the optimizer uses
+        chunked:bool=True, # use `causal_loss` where the model allows it
+        chunk:int=256, # positions per loss chunk
+        **kwargs):
         super().__init__(*args, **kwargs)
         self.plan, self.chunk, self.tokens = plan, chunk, 0
         hf = self.model.get_base_model() if hasattr(self.model, 'get_base_model') else self.model
         self.head = hf.get_output_embeddings() if chunked and uses_chunked_loss(hf) else None
 
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            from qspec.ranks import param_groups
-            cls, kw = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
-            groups = param_groups(self.model, self.plan, self.args.learning_rate, self.args.weight_decay) if self.plan else \
-                     [dict(params=[p for p in self.model.parameters() if p.requires_grad], weight_decay=self.args.weight_decay)]
-            self.optimizer = cls(groups, **kw)
-        return self.optimizer
+# %% ../nbs/07_train.ipynb #7a100013
+@patch
+def create_optimizer(self:QspecTrainer,
+    model=None, # unused; `Trainer` passes it
+)->torch.optim.Optimizer: # the optimizer, with the plan's parameter groups
+    "`Trainer`'s optimizer class and settings over the plan's learning-rate groups"
+    if self.optimizer is None:
+        cls, kw = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+        groups = param_groups(self.model, self.plan, self.args.learning_rate, self.args.weight_decay) if self.plan else \
+                 [dict(params=[p for p in self.model.parameters() if p.requires_grad], weight_decay=self.args.weight_decay)]
+        self.optimizer = cls(groups, **kw)
+    return self.optimizer
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training: self.tokens += int(inputs['attention_mask'].sum())
-        if self.head is None: return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        s, n = causal_loss(model, self.head, inputs, self.chunk)
-        loss = s / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
-        return (loss, dict(loss=loss)) if return_outputs else loss
+# %% ../nbs/07_train.ipynb #7a100016
+@patch
+def compute_loss(self:QspecTrainer,
+    model:nn.Module, # the (wrapped) model
+    inputs:dict, # a batch: input_ids, attention_mask, labels
+    return_outputs:bool=False, # also return the outputs
+    num_items_in_batch:int|None=None, # labelled tokens in the whole step, counted by `Trainer`
+)->torch.Tensor|tuple: # the mean loss per labelled token (and the outputs)
+    "Mean next-token loss over labelled tokens, by `causal_loss` where the model allows"
+    if model.training: self.tokens += int(inputs['attention_mask'].sum())
+    if self.head is None: return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+    s, n = causal_loss(model, self.head, inputs, self.chunk)
+    loss = s / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+    return (loss, dict(loss=loss)) if return_outputs else loss
 
 # %% ../nbs/07_train.ipynb #1188cbc7
 class Run:
@@ -371,16 +142,11 @@ class Run:
         progress:bool=True, # progress bars
     ):
         self.cfg = cfg if isinstance(cfg, TrainConfig) else check_config(cfg) if isinstance(cfg, dict) else load_config(cfg)
-        self.progress, self.metrics, self.callbacks = progress, {}, []
+        self.progress, self.metrics, self.callbacks, self.log = progress, {}, [], []
         self.out = Path(self.cfg.out).expanduser()
         self.work = self.out.with_name(f'{self.out.name}.work')
-        self.rank, self.world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
-        dev = pick_device(self.cfg.device)
-        self.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if dev == 'cuda' and self.world > 1 else dev
+        self.rank, self.world, self.device = init_distributed(pick_device(self.cfg.device))
         self.dtype = compute_dtype(self.device)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            if self.device.startswith('cuda'): torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group('nccl' if self.device.startswith('cuda') else 'gloo')
         if self.main:  # temporary folders of a run killed while saving
             for t in self.out.parent.glob(f'.{self.out.name}.tmp-*'): shutil.rmtree(t, ignore_errors=True)
         flag = [self.cfg.resume and (self.work/'plan.json').exists()]  # decided once, before any process writes
@@ -388,50 +154,42 @@ class Run:
         self.resuming = flag[0]
 
     @property
-    def main(self)->bool: return self.rank == 0
+    def main(self)->bool: # whether this is the main process (rank 0), which writes the files
+        "Whether this process writes the run's files"
+        return self.rank == 0
 
 # %% ../nbs/07_train.ipynb #0cffa428
 @patch
-def prepare_data(self:Run):
+def prepare_data(self:Run)->Run: # the run, with `tok`, `train_ex`, `val_ex` and `question` set
     "Tokenizer, training and validation examples; fails fast on bad data"
-    from qspec.models import load_tokenizer, resolve_model
-    from transformers import AutoConfig
     c = self.cfg
     self.tok = load_tokenizer(c.model)
     if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
     s2s = getattr(AutoConfig.from_pretrained(resolve_model(c.model)), 'is_encoder_decoder', False)
-    if c.data is None:
-        ex = pydoc_examples(c.val_fraction)
-        tr = to_examples(self.tok, ex['train'], None, c.max_length, overflow='split', seq2seq=s2s, name='pydoc')
-        va = to_examples(self.tok, ex['validation'], None, c.max_length, overflow='split', seq2seq=s2s, name='pydoc')
-        self.question = c.question or ex['validation'][-1]['prompt']
-    else:
-        rows = load_rows(c.data, c.split)
-        if c.val_data: vrows = load_rows(c.val_data, c.split)
-        else:
-            if len(rows) < 2: raise QspecError(f"{c.data!r} has {len(rows)} example; give at least 2 (or val_data) to hold some out")
-            sp = rows.train_test_split(test_size=c.val_fraction, seed=c.seed)
-            rows, vrows = sp['train'], sp['test']
-        tr = to_examples(self.tok, rows, c.columns, c.max_length, c.packing, seq2seq=s2s, name=c.data)
-        va = to_examples(self.tok, vrows, c.columns, c.max_length, c.packing, seq2seq=s2s, name=c.val_data or c.data)
-        self.question = c.question
+    tr, va, q = train_val_examples(self.tok, c.data, c.split, c.columns, c.val_data, c.val_fraction, c.max_length, c.packing, s2s, c.seed)
+    self.question = c.question or q
     step = max(1, len(va) // c.max_eval_examples)  # spread the evaluated examples over the whole validation set
     self.train_ex, self.val_ex = tr, va[::step][:c.max_eval_examples]
     return self
 
 # %% ../nbs/07_train.ipynb #76f71a64
 @patch
-def _write(self:Run, name:str, write):
+def _write(self:Run, name:str, write):  # `write` writes to the path it is given
     "Write a file into the work directory, on the main process only"
     if self.main: self.work.mkdir(parents=True, exist_ok=True); write(self.work/name)
 
+# %% ../nbs/07_train.ipynb #7a100022
 @patch
-def build(self:Run):
+def _plan(self:Run, snr:SNRResults)->LoraPlan:
+    "The config's plan for `snr`: tiers and ranks when given, else the budget"
+    c = self.cfg
+    if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
+    return plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale))
+
+# %% ../nbs/07_train.ipynb #7a100025
+@patch
+def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `model` set
     "Load NF4, scan, plan, group and attach the adapters"
-    from qspec.quant import load_nf4
-    from qspec.snr import SNRAnalyzer, load_snr
-    from qspec.ranks import apply_plan, load_plan
-    from qspec.grouping import GradientGrouper, load_groups, share_adapters
     c = self.cfg
     torch.manual_seed(c.seed)
     self.base = load_nf4(c.model, device=self.device, compute_dtype=self.dtype, quant_storage=getattr(torch, c.quant_storage))
@@ -440,58 +198,42 @@ def build(self:Run):
         self.snr = SNRAnalyzer(self.base, device=self.device, progress=self.progress and self.main).scan()
         self.plan = self._plan(self.snr)
         self._write('snr_before.json', self.snr.to_json); self._write('plan.json', self.plan.save)
-    self.groups = None
-    if c.group:
-        if self.resuming and (self.work/'groups.json').exists(): self.groups = load_groups(self.work/'groups.json')
-        else:
-            from qspec.data import token_batches
-            texts = [self.tok.decode(e['input_ids']) for e in self.train_ex[:64]]
-            cal = token_batches(self.tok, texts, 4, c.batch_size, min(c.max_length, 128), seed=c.seed)
-            self.groups = GradientGrouper(self.base, self.plan, cal, c.group_threshold, True, c.group_max_size).fit(progress=self.progress and self.main)
-            self._write('groups.json', self.groups.save)
-        self.plan = self.groups.grouped_plan(self.plan)
+    self.groups = self._groups() if c.group else None
+    if self.groups: self.plan = self.groups.grouped_plan(self.plan)
     torch.manual_seed(c.seed)
     self.model = apply_plan(self.base, self.plan, gradient_checkpointing=c.gradient_checkpointing)
     if self.groups: share_adapters(self.model, self.groups)
     return self
 
+# %% ../nbs/07_train.ipynb #7a100026
 @patch
-def _plan(self:Run, snr):
-    from qspec.ranks import plan_budget, plan_tiers
+def _groups(self:Run)->Groups: # the groups of the plan's modules
+    "Read the groups of a resumed run, or find them from calibration batches of the training data"
     c = self.cfg
-    if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
-    return plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale))
+    if self.resuming and (self.work/'groups.json').exists(): return load_groups(self.work/'groups.json')
+    texts = [self.tok.decode(e['input_ids']) for e in self.train_ex[:64]]
+    cal = token_batches(self.tok, texts, 4, c.batch_size, min(c.max_length, 128), seed=c.seed)
+    g = GradientGrouper(self.base, self.plan, cal, c.group_threshold, True, c.group_max_size).fit(progress=self.progress and self.main)
+    self._write('groups.json', g.save)
+    return g
 
 # %% ../nbs/07_train.ipynb #c7313fcf
 @patch
-def trainer(self:Run, steps:int, out:Path)->QspecTrainer:
+def trainer(self:Run,
+    steps:int, # optimizer steps
+    out:Path, # folder for its checkpoints
+)->QspecTrainer: # a trainer over the run's model and data
     "A `QspecTrainer` for `steps` optimizer steps, checkpointing into `out`"
-    c = self.cfg
-    optim = c.optim if c.optim != 'auto' else 'paged_adamw_8bit' if self.device.startswith('cuda') else 'adamw_torch'
-    args = TrainingArguments(
-        output_dir=str(out), max_steps=steps, per_device_train_batch_size=c.batch_size, per_device_eval_batch_size=c.batch_size,
-        gradient_accumulation_steps=c.grad_accum, learning_rate=c.lr, lr_scheduler_type=c.scheduler, warmup_steps=c.warmup_steps,
-        weight_decay=c.weight_decay, optim=optim, eval_strategy='steps', eval_steps=c.eval_steps, save_strategy='steps',
-        save_steps=c.save_steps, logging_steps=c.logging_steps, seed=c.seed, data_seed=c.seed, report_to=[],
-        remove_unused_columns=False, label_names=['labels'], prediction_loss_only=True, dataloader_num_workers=0,
-        use_cpu=not self.device.startswith('cuda'), bf16=False, fp16=False, disable_tqdm=not (self.progress and self.main),
-        ddp_backend='gloo' if self.world > 1 and not self.device.startswith('cuda') else None, ddp_find_unused_parameters=False,
-        save_only_model=False, log_level='warning')
+    args = training_arguments(self.cfg, out, steps, self.device.startswith('cuda'), self.world, self.progress and self.main)
     col = DataCollatorForSeq2Seq(self.tok, padding=True, label_pad_token_id=-100)
     return QspecTrainer(model=self.model, args=args, train_dataset=self.train_ex, eval_dataset=self.val_ex, data_collator=col,
-                        plan=self.plan, chunked=c.chunked_loss, callbacks=list(self.callbacks))
+                        plan=self.plan, chunked=self.cfg.chunked_loss, callbacks=list(self.callbacks))
 
-# %% ../nbs/07_train.ipynb #6840dfb3
-def _latest(d:Path)->str|None:
-    "The newest complete `checkpoint-N` folder in `d`"
-    cks = sorted((p for p in d.glob('checkpoint-*') if (p/'trainer_state.json').exists()), key=lambda p: int(p.name.split('-')[1]))
-    return str(cks[-1]) if cks else None
-
+# %% ../nbs/07_train.ipynb #7a100031
 @patch
-def fit(self:Run):
+def fit(self:Run)->Run: # the run, with `log`, `tr` and the losses in `metrics`
     "Evaluate, train (resuming from the latest checkpoint), evaluate"
-    c = self.cfg
-    before = self.work/'eval_before.json'
+    c, before = self.cfg, self.work/'eval_before.json'
     if self.resuming and before.exists(): self.metrics['eval_loss_before'] = json.loads(before.read_text())['eval_loss']
     else:
         self.metrics['eval_loss_before'] = self.trainer(c.steps, self.work/'checkpoints').evaluate()['eval_loss']
@@ -499,7 +241,7 @@ def fit(self:Run):
         self.model.__dict__.pop('_is_accelerate_prepared', None)
         self._write('eval_before.json', lambda p: p.write_text(json.dumps(dict(eval_loss=self.metrics['eval_loss_before']))))
     tr = self.trainer(c.steps, self.work/'checkpoints')
-    resume = _latest(self.work/'checkpoints') if self.resuming else None
+    resume = latest_checkpoint(self.work/'checkpoints') if self.resuming else None
     t0 = time.perf_counter()
     out = tr.train(resume_from_checkpoint=resume)
     self.metrics.update(train_seconds=time.perf_counter() - t0, train_loss=out.training_loss, resumed_from=resume,
@@ -512,10 +254,8 @@ def fit(self:Run):
 
 # %% ../nbs/07_train.ipynb #e502eb2e
 @patch
-def rescan(self:Run):
+def rescan(self:Run)->Run: # the run, with `snr_after` (and `plan_resized`) set
     "Scan the trained model, resize its adapters to the new plan, optionally train on"
-    from qspec.snr import SNRAnalyzer
-    from qspec.ranks import resize
     c = self.cfg
     self.snr_after = SNRAnalyzer(self.model, device=self.device, progress=self.progress and self.main).scan()
     self.snr_after.name = self.snr.name
@@ -538,94 +278,50 @@ def rescan(self:Run):
             self.log += [dict(l, step=l.get('step', 0) + c.steps) for l in tr.state.log_history]
     return self
 
-# %% ../nbs/07_train.ipynb #410043ee
-def _peak_memory_mib(device:str)->float:
-    "Peak memory of this process: the GPU's allocator peak on CUDA, else the peak resident set size"
-    if device.startswith('cuda'): return torch.cuda.max_memory_allocated(device) / 2**20
-    try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
-    except (OSError, StopIteration):
-        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-def adapter_digest(
-    model:nn.Module, # a model with adapters
-)->str: # sha256 of the trainable tensors, in name order
-    "A fingerprint of a model's trainable weights (identical across processes after a synchronised step)"
-    h = hashlib.sha256()
-    for n, p in sorted(model.named_parameters()):
-        if p.requires_grad: h.update(n.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-# %% ../nbs/07_train.ipynb #afdf0d89
-@patch
-def check_merge(self:Run, adapter:Path, merged:Path)->dict:
-    "Load `adapter` on the NF4 base and `merged` with plain transformers; compare their logits"
-    from peft import PeftModel
-    from qspec.quant import load_nf4
-    from qspec.models import model_class
-    from qspec.merge import logit_diff
-    from transformers import AutoConfig
-    a = PeftModel.from_pretrained(load_nf4(self.cfg.model, device=self.device, compute_dtype=torch.float32), str(adapter)).eval()
-    b = model_class(AutoConfig.from_pretrained(merged)).from_pretrained(merged, dtype=torch.float32).to(self.device).eval()
-    n = min(len(self.val_ex), 4)
-    ids = torch.tensor([e['input_ids'] for e in self.val_ex[:n] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])])
-    return dict(logit_diff(a, b, ids), stored_dtype=str(getattr(AutoConfig.from_pretrained(merged), 'dtype', '')).replace('torch.', ''))
+# %% ../nbs/07_train.ipynb #7a100038
+def plot_losses(
+    log:list[dict], # `Trainer`'s log history
+    before:float|None=None, # validation loss before training (step 0)
+    ax=None, # matplotlib axes
+): # the axes
+    "Training and validation loss against the step"
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
+    tl = [(l['step'], l['loss']) for l in log if 'loss' in l]
+    ev = ([(0, before)] if before is not None else []) + [(l['step'], l['eval_loss']) for l in log if 'eval_loss' in l]
+    if tl: ax.plot(*zip(*tl), label='train', color='#4c72b0')
+    if ev: ax.plot(*zip(*sorted(set(ev))), 'o-', label='validation', color='#dd8452')
+    ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend(); ax.set_title('loss')
+    return ax
 
 # %% ../nbs/07_train.ipynb #227b78d8
 @patch
-def plots(self:Run, d:Path):
+def plots(self:Run,
+    d:Path, # folder to write the PNG files into
+):
     "loss.png, snr.png and ranks.png into `d`"
-    import matplotlib.pyplot as plt
-    def loss():
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        tl = [(l['step'], l['loss']) for l in self.log if 'loss' in l]
-        ev = [(0, self.metrics['eval_loss_before'])] + [(l['step'], l['eval_loss']) for l in self.log if 'eval_loss' in l]
-        if tl: ax.plot(*zip(*tl), label='train', color='#4c72b0')
-        ax.plot(*zip(*sorted(set(ev))), 'o-', label='validation', color='#dd8452')
-        ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend(); ax.set_title('loss')
-        return fig
-    def snr():
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        b = {r['module']: r['snr'] for r in self.snr.rows}; a = {r['module']: r['snr'] for r in self.snr_after.rows}
-        ad = set(self.plan.adapted)
-        for sel, col, lab in ((False, '#999999', 'frozen'), (True, '#c44e52', 'adapted')):
-            ms = [m for m in b if (m in ad) == sel and m in a]
-            ax.scatter([b[m] for m in ms], [a[m] for m in ms], s=10, color=col, label=lab)
-        lo, hi = min(b.values()), max(b.values())
-        ax.plot([lo, hi], [lo, hi], lw=0.8, color='k'); ax.set_xscale('log'); ax.set_yscale('log')
-        ax.set_xlabel('SNR before'); ax.set_ylabel('SNR after'); ax.legend(); ax.set_title('SNR of every matrix')
-        return fig
-    def ranks():
-        from qspec.ranks import load_plan
-        before = load_plan(self.work/'plan.json') if (self.work/'plan.json').exists() else self.plan
-        plans = [('before', before)] + ([('after re-scan', self.plan_resized)] if getattr(self, 'plan_resized', None) else [])
-        fig, axs = plt.subplots(1, len(plans), figsize=(5.5 * len(plans), 5), squeeze=False)
-        for ax, (t, p) in zip(axs[0], plans): p.heatmap(ax=ax); ax.set_title(f'{t}: {p.params:,} parameters')
-        fig.tight_layout()
-        return fig
-    for name, draw in (('loss.png', loss), ('snr.png', snr), ('ranks.png', ranks)): save_png(d/name, draw, dpi=100)
+    before = load_plan(self.work/'plan.json') if (self.work/'plan.json').exists() else self.plan
+    plans = [('before', before)] + ([('after re-scan', self.plan_resized)] if getattr(self, 'plan_resized', None) else [])
+    save_png(d/'loss.png', lambda: plot_losses(self.log, self.metrics.get('eval_loss_before')), dpi=100)
+    save_png(d/'snr.png', lambda: self.snr.plot_change(self.snr_after, self.plan.adapted), dpi=100)
+    save_png(d/'ranks.png', lambda: plot_plans(plans), dpi=100)
 
 # %% ../nbs/07_train.ipynb #30971d27
 @patch
-def save(self:Run)->Path:
+def save(self:Run)->Path: # the run directory
     "Write the run directory atomically; return it"
-    from qspec.grouping import export_peft
-    from qspec.merge import save_merged
     c = self.cfg
     self.metrics.update(trainable_params=sum(p.numel() for p in set(p for p in self.model.parameters() if p.requires_grad)),
                         all_layer_qlora_params=16 * sum(sum(r['shape']) for r in self.snr.rows),
                         adapted_modules=len(self.plan.adapted), modules=len(self.plan.modules), world_size=self.world,
-                        device=self.device, compute_dtype=str(self.dtype).replace('torch.', ''), peak_memory_mib=_peak_memory_mib(self.device))
-    digests = [adapter_digest(self.model)]
-    if self.world > 1 and torch.distributed.is_initialized():
-        digests = [None] * self.world
-        torch.distributed.all_gather_object(digests, adapter_digest(self.model))
-    self.metrics['adapter_sha256_per_process'] = digests
+                        device=self.device, compute_dtype=str(self.dtype).replace('torch.', ''), peak_memory_mib=peak_memory_mib(self.device))
+    self.metrics['adapter_sha256_per_process'] = all_gather(adapter_digest(self.model))
     if not self.main: return self.out
     with atomic_dir(self.out) as tmp:
         export_peft(self.model, tmp/'adapter')
         if c.merge:
             save_merged(self.model, tmp/'merged', self.tok, c.merge_dtype)
-            self.metrics['merge_check'] = self.check_merge(tmp/'adapter', tmp/'merged')
+            ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
+            self.metrics['merge_check'] = check_merged(c.model, tmp/'adapter', tmp/'merged', torch.tensor(ids), self.device)
         for f in ('snr_before.json', 'plan.json', 'groups.json'):
             if (self.work/f).exists(): shutil.copy(self.work/f, tmp/f)
         self.snr_after.to_json(tmp/'snr_after.json')
@@ -637,16 +333,18 @@ def save(self:Run)->Path:
 
 # %% ../nbs/07_train.ipynb #fd65b4ee
 @patch
-def ask(self:Run, when:str):
+def ask(self:Run,
+    when:str, # 'before' or 'after': the metrics key `answer_<when>`
+)->Run: # the run
     "Answer the held-out question (if any) and keep the answer in the metrics"
-    from qspec.models import ask
     if self.question and self.main and getattr(self.tok, 'chat_template', None) and not getattr(self.model.config, 'is_encoder_decoder', False):
         self.model.eval()
-        self.metrics[f'answer_{when}'] = ask(self.model, self.tok, self.question, max_new_tokens=48)
+        self.metrics[f'answer_{when}'] = models.ask(self.model, self.tok, self.question, max_new_tokens=48)
     return self
 
+# %% ../nbs/07_train.ipynb #7a100043
 @patch
-def run(self:Run)->dict:
+def run(self:Run)->dict: # the run's metrics
     "Do everything; return the metrics"
     self.prepare_data().build().ask('before').fit().rescan().ask('after').save()
     return self.metrics
