@@ -1,7 +1,7 @@
 """Benchmark: qspec's default recipe against peft's QLoRA recipe, Spectrum-25 and full fine-tuning — same data, steps, seed and batch, in one run.
 
 Embedded model (SmolLM2-135M-Instruct), embedded data (Python's reference documentation as chat pairs, prompt
-masked, training and validation topics kept apart — `qspec.train.pydoc_examples`), batches of 4 × 256 tokens,
+masked, training and validation topics kept apart — `qspec.data.pydoc_examples`), batches of 4 × 256 tokens,
 the same training loop for every recipe (AdamW, 2 warm-up steps then cosine decay), each recipe in its own
 process so that its memory is its own:
   qspec       NF4 + double quantization; LoRA where the SNR plan puts it (a budget of one million parameters,
@@ -117,7 +117,7 @@ def prepare(work: Path, steps: int, ctl_steps: int):
     from qspec.quant import load_nf4
     from qspec.core import compute_dtype
     from qspec.ranks import plan_budget
-    from qspec.train import pydoc_examples, to_examples
+    from qspec.data import pydoc_examples, to_examples
     tok, ex = load_tokenizer('smollm2'), pydoc_examples()
     for seq, n in ((256, steps), (128, ctl_steps)):
         tr = to_examples(tok, ex['train'], None, seq, overflow='split')

@@ -91,9 +91,11 @@ def test_search(page, site):
 
 
 def test_training_pages(page, site):
-    "The trainer's reference (with the YAML schema) and the executed tutorial with its plots"
+    "The trainer's reference with its loss curves, the configuration page with the YAML schema, and the executed tutorial with its plots"
     page.goto(site + '/train.html')
-    assert page.locator('h3#causal_loss').count() == 1 and page.locator('h3#trainconfig').count() == 1
+    assert page.locator('h3#causal_loss').count() == 1 and page.locator('h3#run').count() == 1
+    page.goto(site + '/config.html')
+    assert page.locator('h3#trainconfig').count() == 1
     body = page.inner_text('article')
     assert 'max_eval_examples' in body and 'validation examples evaluated' in body
     page.goto(site + '/tutorials/end_to_end.html')
