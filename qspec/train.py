@@ -11,10 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 import matplotlib.pyplot as plt
 import torch, torch.nn as nn
+from .core import all_gather, atomic_dir, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
 from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
 from . import models
-from .core import all_gather, atomic_dir, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from .models import load_tokenizer, resolve_model
 from .data import token_batches, train_val_examples
 from .quant import load_nf4
