@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys, json, argparse
 from pathlib import Path
 from . import __version__
-from .core import QspecError, atomic_file, check_device_name, check_percent, save_png
+from .core import QspecError, atomic_file, check_device_name, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
 # The library modules are imported inside each command, not here: they import torch and transformers (≈10 s on
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
@@ -282,15 +282,12 @@ def _model_module_names(
 def _check_allocate(
     budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, # as `allocate`
 ):
-    "The argument checks of `allocate`, before any file is read"
+    "The argument checks of `allocate`, before any file is read (those of the allocator, without torch)"
     if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
-    if tiers is not None:
-        if not ranks or len(ranks) != len(tiers): raise QspecError(f"--ranks must give one rank per tier: {len(tiers)} tiers, {len(ranks or [])} ranks")
-        for t in tiers: check_percent(t, 'each of --tiers')
-        if any(r < 1 for r in ranks): raise QspecError(f"--ranks must be at least 1, got {ranks}")
-    if min_rank < 1 or min_rank > max_rank: raise QspecError(f"--min-rank {min_rank} must be at least 1 and at most --max-rank {max_rank}")
-    if step < 1 or alpha <= 0: raise QspecError(f"--step must be at least 1 and --alpha positive, got {step} and {alpha}")
-    if len(lr_scale) != 2 or not 0 < lr_scale[0] <= lr_scale[1]: raise QspecError(f"--lr-scale must be low,high with 0 < low ≤ high, got {lr_scale}")
+    if tiers is not None: check_tiers(tiers, ranks or [])
+    else: check_rank_range(min_rank, max_rank, step)
+    if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
+    check_lr_scale(lr_scale)
 
 # %% ../nbs/09_cli.ipynb #6c000023
 def allocate(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 import yaml
 from fastcore.docments import docments
-from .core import QspecError, check_device_name, check_percent, pick_device
+from .core import QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
 
 # %% auto #0
 __all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'training_arguments', 'config_schema',
@@ -131,8 +131,6 @@ def _check_name(
 _POSITIVE = ('max_length', 'max_eval_examples', 'budget', 'min_rank', 'max_rank', 'steps', 'batch_size', 'grad_accum',
              'eval_steps', 'save_steps', 'logging_steps')
 _NON_NEGATIVE = ('warmup_steps', 'resize_steps', 'seed', 'weight_decay')
-_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
-
 def _range_errors(
     c:TrainConfig, # a config with checked types
 )->list[str]: # the problems, in key order
@@ -141,7 +139,6 @@ def _range_errors(
     errs += [f"{k} must be 0 or more, got {getattr(c, k)}" for k in _NON_NEGATIVE if getattr(c, k) < 0]
     rules = [(0 < c.val_fraction < 1, f"val_fraction must be in (0, 1), got {c.val_fraction}"),
              (c.lr > 0, f"lr must be positive, got {c.lr}"), (c.alpha > 0, f"alpha must be positive, got {c.alpha}"),
-             (c.min_rank <= c.max_rank, f"min_rank {c.min_rank} is larger than max_rank {c.max_rank}"),
              (-1 <= c.group_threshold <= 1, f"group_threshold must be in [-1, 1], got {c.group_threshold}"),
              (c.group_max_size is None or c.group_max_size >= 2, f"group_max_size must be at least 2 (or null), got {c.group_max_size}"),
              (bool(str(c.model).strip()), "model is empty: give 'smollm2', a checkpoint directory or a hub id"),
@@ -152,19 +149,14 @@ def _range_errors(
 def _list_errors(
     c:TrainConfig, # a config with checked types
 )->list[str]: # the problems
-    "Lists element by element, and the keys that only work together"
+    "Lists element by element, the rank range, and the keys that only work together"
+    if (c.tiers is None) != (c.ranks is None): return ["give tiers and ranks together (or neither, for a budget)"]
+    checks = [lambda: check_lr_scale(c.lr_scale), lambda: check_rank_range(c.min_rank, c.max_rank, 4)]
+    if c.tiers is not None: checks.append(lambda: check_tiers(c.tiers, c.ranks))
     errs = []
-    if not (len(c.lr_scale) == 2 and all(map(_num, c.lr_scale)) and 0 < c.lr_scale[0] <= c.lr_scale[1]):
-        errs.append(f"lr_scale must be [low, high], two numbers with 0 < low ≤ high, got {list(c.lr_scale)}")
-    if (c.tiers is None) != (c.ranks is None): errs.append("give tiers and ranks together (or neither, for a budget)")
-    if c.tiers is not None:
-        try: [check_percent(t, 'each of tiers') for t in c.tiers]
-        except QspecError as e: errs.append(f"{e} (tiers {list(c.tiers)})")
-        if all(map(_num, c.tiers)) and (not c.tiers or list(c.tiers) != sorted(set(c.tiers))): errs.append(f"tiers must be increasing cumulative percentages, e.g. [25, 50]; got {list(c.tiers)}")
-    if c.ranks is not None and not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in c.ranks):
-        errs.append(f"ranks must be whole numbers of at least 1, got {list(c.ranks)}")
-    if c.tiers is not None and c.ranks is not None and len(c.tiers) != len(c.ranks):
-        errs.append(f"tiers and ranks must have the same length: {len(c.tiers)} tiers, {len(c.ranks)} ranks")
+    for f in checks:
+        try: f()
+        except QspecError as e: errs.append(str(e))
     return errs
 
 # %% ../nbs/06a_config.ipynb #c0f00027
@@ -187,16 +179,23 @@ def _choice_errors(
     return errs
 
 # %% ../nbs/06a_config.ipynb #c0f00030
+def _device_errors(
+    c:TrainConfig, # a config with checked types
+)->list[str]: # the problem, if any
+    "A device name of the wrong form, or a CUDA device this machine does not have (only then is torch asked)"
+    try:
+        if check_device_name(c.device).startswith('cuda'): pick_device(c.device)
+    except QspecError as e: return [str(e)]
+    return []
+
+# %% ../nbs/06a_config.ipynb #7c000002
 def check_config(
     d:dict, # keys and values, e.g. from YAML
     source:str='config', # where they came from, for messages
 )->TrainConfig: # the validated config
     "A validated `TrainConfig` from a mapping; one clear error for the first problem"
     c = check_keys(d, source)
-    for err in _range_errors(c) + _list_errors(c) + _choice_errors(c): raise QspecError(f"{source}: {err}")
-    try:
-        if check_device_name(c.device).startswith('cuda'): pick_device(c.device)
-    except QspecError as e: raise QspecError(f"{source}: {e}") from None
+    for err in _range_errors(c) + _list_errors(c) + _choice_errors(c) + _device_errors(c): raise QspecError(f"{source}: {err}")
     return c
 
 # %% ../nbs/06a_config.ipynb #c0f00032

@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'check_device_name', 'pick_device', 'compute_dtype',
-           'check_percent', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'init_distributed', 'all_gather',
-           'latest_checkpoint', 'save_png']
+           'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes', 'cache_dir',
+           'peak_memory_mib', 'init_distributed', 'all_gather', 'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -124,6 +124,43 @@ def check_percent(
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
         raise QspecError(f"{what} must be a number in (0, 100], got {p!r}")
     return float(p)
+
+# %% ../nbs/00_core.ipynb #7b000002
+_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # YAML's true is no number here
+_whole = lambda x: isinstance(x, int) and not isinstance(x, bool)
+
+# %% ../nbs/00_core.ipynb #7b000009
+def check_tiers(
+    tiers, # cumulative top-% bounds, e.g. [25, 50]
+    ranks, # the rank of each tier, e.g. [32, 8]
+):
+    "Tiers that plan: one rank per tier, bounds increasing within (0, 100], whole ranks ≥ 1 that do not increase"
+    tiers, ranks = list(tiers), list(ranks)
+    if not tiers or len(tiers) != len(ranks): raise QspecError(f"give one rank per tier: {len(tiers)} tiers {tiers}, {len(ranks)} ranks {ranks}")
+    for t in tiers: check_percent(t, 'each of tiers')
+    if tiers != sorted(set(tiers)): raise QspecError(f"tiers must be increasing cumulative percentages, e.g. [25, 50]; got {tiers}")
+    if not all(_whole(r) and r >= 1 for r in ranks): raise QspecError(f"ranks must be whole numbers of at least 1, got {ranks}")
+    if ranks != sorted(ranks, reverse=True): raise QspecError(f"ranks must not increase from tier to tier (the top tier gets the largest), got {ranks}")
+
+# %% ../nbs/00_core.ipynb #7b000004
+def check_rank_range(
+    min_rank:int, # smallest rank of an adapter
+    max_rank:int, # largest rank
+    step:int=4, # ranks are multiples of this
+):
+    "A rank range the budget allocator can use"
+    if not all(map(_whole, (min_rank, max_rank, step))) or step < 1: raise QspecError(f"min_rank, max_rank and step must be whole numbers, step at least 1; got {min_rank}, {max_rank}, {step}")
+    if not 1 <= min_rank <= max_rank: raise QspecError(f"min_rank {min_rank} must be at least 1 and at most max_rank {max_rank}")
+    if min_rank % step or max_rank % step: raise QspecError(f"min_rank {min_rank} and max_rank {max_rank} must be multiples of step {step}")
+
+# %% ../nbs/00_core.ipynb #7b000006
+def check_lr_scale(
+    lr_scale, # (low, high) learning-rate multipliers
+):
+    "Two numbers with 0 < low ≤ high"
+    lr = list(lr_scale)
+    if not (len(lr) == 2 and all(map(_num, lr)) and 0 < lr[0] <= lr[1]):
+        raise QspecError(f"lr_scale must be [low, high], two numbers with 0 < low ≤ high, got {lr}")
 
 # %% ../nbs/00_core.ipynb #a1c0de14
 def quiet_bitsandbytes():

@@ -161,8 +161,9 @@ def pack_texts(
             for i in range(0, len(ids) - max_length + 1, max_length)]
 
 # %% ../nbs/01a_data.ipynb #0e530b3f
-_BUILDERS = {'.jsonl': 'json', '.json': 'json', '.csv': 'csv', '.txt': 'text', '.md': 'text'}
+_BUILDERS = {'.jsonl': 'json', '.json': 'json', '.csv': 'csv', '.txt': 'text', '.md': 'text'}  # suffix -> `datasets` builder
 
+# %% ../nbs/01a_data.ipynb #6f100003
 def _local_files(
     p:Path, # a file or a folder
 )->tuple[list[Path], str]: # (the files, the `datasets` builder that reads them)

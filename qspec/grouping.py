@@ -6,14 +6,14 @@ Docs: https://qspec-dev.github.io/qspec/grouping.html.md"""
 
 # %% ../nbs/05_grouping.ipynb #08ee0e32
 from __future__ import annotations
-import json, math, re, warnings
-from dataclasses import dataclass, field, asdict
+import json, math, warnings
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from .core import QspecError, atomic_dir, atomic_file, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import save_file, load_file
 from .snr import split_name
 from .ranks import LoraPlan, apply_plan, load_plan, lora_layers
@@ -23,10 +23,17 @@ __all__ = ['gradient_signatures', 'check_threshold', 'cluster', 'Groups', 'Gradi
            'load_groups', 'save_grouped', 'load_grouped']
 
 # %% ../nbs/05_grouping.ipynb #4ab00f57
-def _proj(n:int, k:int, side:int, seed:int)->torch.Tensor:
+def _proj(
+    n:int, # the dimension projected
+    k:int, # the sketch size
+    side:int, # 0: inputs, 1: output gradients
+    seed:int, # seed of the projections
+)->torch.Tensor: # (n, k), entries of variance 1/k
+    "The fixed Gaussian projection of one side of all modules with that dimension"
     g = torch.Generator().manual_seed(seed * 1_000_003 + side * 10_007 + n)
     return torch.randn(n, k, generator=g) / math.sqrt(k)
 
+# %% ../nbs/05_grouping.ipynb #6d100004
 def gradient_signatures(
     model:nn.Module, # the (NF4) base model, without adapters
     modules:list[str], # module names to sign
@@ -74,6 +81,7 @@ def check_threshold(
     "Raise unless `threshold` is a cosine similarity in [-1, 1]"
     if not -1 <= threshold <= 1: raise QspecError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
 
+# %% ../nbs/05_grouping.ipynb #6d100006
 def cluster(
     sim:torch.Tensor, # n×n cosine similarities, in layer order
     threshold:float=0.9, # merge while the average similarity is at least this
@@ -106,7 +114,12 @@ class Groups:
     zero:list # modules whose gradient was all zero (left ungrouped)
     threshold:float=0.9 # cosine similarity needed to share
     contiguous:bool=True # whether only neighbouring layers could merge
-    def shared(self)->list: return [g for g in self.groups if len(g['members']) > 1]
+
+# %% ../nbs/05_grouping.ipynb #6d100007
+@patch
+def shared(self:Groups)->list: # the groups of more than one module
+    "The groups whose members share an update"
+    return [g for g in self.groups if len(g['members']) > 1]
 
 # %% ../nbs/05_grouping.ipynb #e7828653
 class GradientGrouper:
@@ -126,7 +139,9 @@ class GradientGrouper:
 
 # %% ../nbs/05_grouping.ipynb #92c836cc
 @patch
-def fit(self:GradientGrouper, progress:bool=True)->Groups:
+def fit(self:GradientGrouper,
+    progress:bool=True, # show a progress bar
+)->Groups: # the groups, with the similarities they came from
     "Sign the adapted modules, cluster them per type and shape, and return the groups"
     ad = self.plan.adapted
     if not ad: raise QspecError("the plan adapts no module: nothing to group")
@@ -148,7 +163,9 @@ def fit(self:GradientGrouper, progress:bool=True)->Groups:
 
 # %% ../nbs/05_grouping.ipynb #bf929f18
 @patch
-def grouped_plan(self:Groups, plan:LoraPlan)->LoraPlan:
+def grouped_plan(self:Groups,
+    plan:LoraPlan, # the plan that was grouped
+)->LoraPlan: # the plan a grouped model is built from
     "The plan with every member at its group's rank and largest learning rate (members' adapters have one shape)"
     mods = {m: dict(v) for m, v in plan.modules.items()}
     for g in self.groups:
@@ -156,13 +173,16 @@ def grouped_plan(self:Groups, plan:LoraPlan)->LoraPlan:
         for m in g['members']: mods[m].update(rank=g['rank'], lr_scale=lr)
     return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, grouped=True))
 
+# %% ../nbs/05_grouping.ipynb #6d100011
 @patch
 def params(self:Groups)->int: # trainable parameters with sharing
     "Trainable parameters when each group's update is stored once"
     return sum(g['rank'] * sum(g['shape']) for g in self.groups)
 
+# %% ../nbs/05_grouping.ipynb #6d100013
 @patch
-def _repr_markdown_(self:Groups)->str:
+def _repr_markdown_(self:Groups)->str: # a markdown table of the shared groups
+    "The groups as a table, in notebooks"
     lines = [f"**{len(self.groups)} groups** for {sum(len(g['members']) for g in self.groups)} modules "
              f"(threshold {self.threshold}; {len(self.shared())} shared; {self.params():,} trainable parameters)", '',
              '| type | rank | members | parameters saved |', '|---|---|---|---|']
@@ -176,7 +196,7 @@ def _repr_markdown_(self:Groups)->str:
 def share_adapters(
     pm:PeftModel, # a peft model built from `Groups.grouped_plan`
     groups:Groups, # the groups
-)->PeftModel:
+)->PeftModel: # `pm`, its groups' parameters tied
     "Tie each group's LoRA parameters to its first member's, in place"
     lay = lora_layers(pm)
     for g in groups.groups:
@@ -193,7 +213,7 @@ def share_adapters(
 def export_peft(
     pm:PeftModel, # a (possibly grouped) peft model
     path:str|Path, # directory to write
-)->Path:
+)->Path: # `path`
     "Save as a standard peft adapter, each member of a group holding a copy of the shared weights"
     sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
     with atomic_dir(path) as tmp:
@@ -203,16 +223,26 @@ def export_peft(
 
 # %% ../nbs/05_grouping.ipynb #c61bd8f7
 @patch
-def save(self:Groups, path:str|Path)->Path:
+def save(self:Groups,
+    path:str|Path, # the JSON file to write
+)->Path: # `path`
     "Write the groups as JSON"
     with atomic_file(path) as t: t.write_text(json.dumps(asdict(self), indent=1))
     return Path(path)
 
-def load_groups(path:str|Path)->Groups:
+def load_groups(
+    path:str|Path, # a file written by `Groups.save`
+)->Groups: # the groups
     "Read groups written by `Groups.save`"
     return Groups(**read_json(path, 'qspec groups file', 'groups', 'write one with `Groups.save`'))
 
-def save_grouped(pm:PeftModel, groups:Groups, plan:LoraPlan, path:str|Path)->Path:
+# %% ../nbs/05_grouping.ipynb #6d100016
+def save_grouped(
+    pm:PeftModel, # a grouped peft model
+    groups:Groups, # its groups
+    plan:LoraPlan, # the grouped plan it was built from
+    path:str|Path, # directory to write
+)->Path: # `path`
     "Compact format: each group's A and B once, plus the groups and the plan"
     lay, sd = lora_layers(pm), {}
     for i, g in enumerate(groups.groups):
@@ -224,7 +254,11 @@ def save_grouped(pm:PeftModel, groups:Groups, plan:LoraPlan, path:str|Path)->Pat
         groups.save(tmp/'groups.json'); plan.save(tmp/'plan.json')
     return Path(path)
 
-def load_grouped(base:nn.Module, path:str|Path)->PeftModel:
+# %% ../nbs/05_grouping.ipynb #6d100018
+def load_grouped(
+    base:nn.Module, # the base model the groups were trained on
+    path:str|Path, # a directory written by `save_grouped`
+)->PeftModel: # the grouped model, parameters tied
     "Rebuild a grouped peft model on `base` from `save_grouped`'s directory"
     path = Path(path)
     groups, plan = load_groups(path/'groups.json'), load_plan(path/'plan.json')
@@ -238,14 +272,18 @@ def load_grouped(base:nn.Module, path:str|Path)->PeftModel:
 
 # %% ../nbs/05_grouping.ipynb #e4d3f667
 @patch
-def _similarity(self:Groups, type:str)->tuple[list[str], torch.Tensor]:
+def _similarity(self:Groups, type:str)->tuple[list[str], torch.Tensor]: # (modules in layer order, their cosines)
+    "The similarities of one type"
     if type not in self.similarity: raise QspecError(f"no similarities for type {type!r}; available: {', '.join(self.similarity)}")
     s = self.similarity[type]
     return s['modules'], torch.tensor(s['matrix'])
 
 # %% ../nbs/05_grouping.ipynb #724a4a20
 @patch
-def heatmap(self:Groups, type:str, ax=None):
+def heatmap(self:Groups,
+    type:str, # a module type
+    ax=None, # matplotlib axes
+): # the axes
     "Cosine similarity of a type's gradients, layer by layer, with its groups outlined"
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -264,7 +302,10 @@ def heatmap(self:Groups, type:str, ax=None):
 
 # %% ../nbs/05_grouping.ipynb #8fcd74ea
 @patch
-def dendrogram(self:Groups, type:str, ax=None):
+def dendrogram(self:Groups,
+    type:str, # a module type
+    ax=None, # matplotlib axes
+): # the axes
     "The merge tree of a type's modules (height 1 − cosine similarity), with the threshold as a dashed line"
     import matplotlib.pyplot as plt
     ms, sim = self._similarity(type)
@@ -287,7 +328,9 @@ def dendrogram(self:Groups, type:str, ax=None):
 
 # %% ../nbs/05_grouping.ipynb #cd05a845
 @patch
-def heatmaps(self:Groups, cols:int=4):
+def heatmaps(self:Groups,
+    cols:int=4, # heatmaps per row
+): # the figure
     "A figure with the similarity heatmap of every type"
     import matplotlib.pyplot as plt
     ts = list(self.similarity)

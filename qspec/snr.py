@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import QspecError, atomic_file, check_percent, pick_device, read_json
 import bitsandbytes as bnb
+from safetensors import safe_open
 from transformers.pytorch_utils import Conv1D
 from .models import resolve_model
 from .quant import dequantize
@@ -36,7 +37,7 @@ def spectrum_snr(
     s:torch.Tensor, # singular values, descending
     n:int, # rows of the matrix
     m:int, # columns of the matrix
-)->SNRStats:
+)->SNRStats: # the SNR and the quantities it is made of
     "Spectrum's signal-to-noise ratio from the singular values of an `n`×`m` matrix"
     s = s.double().cpu()
     if s.numel() == 0 or not bool(torch.isfinite(s).all()): return SNRStats(math.nan, 0, math.nan, math.nan)
@@ -96,20 +97,26 @@ def split_name(
     return int(parts[idx]), '.'.join(stack + out)
 
 # %% ../nbs/03_snr.ipynb #f00ed225
-def _shards(path:Path)->dict[str,Path]:
+def _index(
+    path:Path, # a checkpoint directory
+)->dict[str,Path]|None: # tensor name -> shard, or None without an index
+    "The weight map of a sharded checkpoint's `model.safetensors.index.json`"
+    idx = path/'model.safetensors.index.json'
+    if not idx.exists(): return None
+    try: wm = json.loads(idx.read_text())['weight_map']
+    except (ValueError, KeyError) as e: raise QspecError(f"cannot read {str(idx)!r} ({e}); re-save the checkpoint") from None
+    return {k: path/v for k, v in wm.items()}
+
+# %% ../nbs/03_snr.ipynb #5dc03a57
+def _shards(
+    path:Path, # a .safetensors file, a checkpoint directory, or a sharded one
+)->dict[str,Path]: # tensor name -> the file holding it
     "tensor name -> safetensors file, for a file, a directory, or a sharded directory"
-    from safetensors import safe_open
     path = Path(path).expanduser()
     if not path.exists(): raise QspecError(f"{str(path)!r} does not exist; pass a checkpoint directory or a .safetensors file")
-    if path.is_dir():
-        idx = path/'model.safetensors.index.json'
-        if idx.exists():
-            try: wm = json.loads(idx.read_text())['weight_map']
-            except (ValueError, KeyError) as e: raise QspecError(f"cannot read {str(idx)!r} ({e}); re-save the checkpoint") from None
-            return {k: path/v for k, v in wm.items()}
-        files = sorted(path.glob('*.safetensors'))
-        if not files: raise QspecError(f"no .safetensors files in {str(path)!r}; save the model with save_pretrained(safe_serialization=True), or scan it in memory")
-    else: files = [path]
+    if path.is_dir() and (wm := _index(path)) is not None: return wm
+    files = sorted(path.glob('*.safetensors')) if path.is_dir() else [path]
+    if not files: raise QspecError(f"no .safetensors files in {str(path)!r}; save the model with save_pretrained(safe_serialization=True), or scan it in memory")
     res = {}
     for f in files:
         if not f.exists(): raise QspecError(f"missing shard {str(f)!r}; re-download the checkpoint")
@@ -119,16 +126,19 @@ def _shards(path:Path)->dict[str,Path]:
     return res
 
 # %% ../nbs/03_snr.ipynb #18ac0f9d
-def _conv1d_model(path:Path)->bool:
+def _conv1d_model(
+    path:Path, # a checkpoint directory or a file in one
+)->bool: # whether its 2-D weights are stored (in, out)
+    "Whether the checkpoint is of a GPT-2-like model, whose `Conv1D` weights are transposed"
     cfg = (path if path.is_dir() else path.parent)/'config.json'
     try: return json.loads(cfg.read_text()).get('model_type') in ('gpt2', 'openai-gpt', 'imagegpt')
     except (OSError, ValueError): return False
 
+# %% ../nbs/03_snr.ipynb #5b000007
 def checkpoint_matrices(
     path:str|Path, # checkpoint directory (single or sharded safetensors) or one .safetensors file
 ):
     "Yield `(module name, loader)` for every 2-D weight inside a numbered block; `loader()` reads the `(out, in)` matrix"
-    from safetensors import safe_open
     path = Path(path).expanduser()
     shards, transpose = _shards(path), _conv1d_model(path)
     names = [k for k in shards if k.endswith('.weight') and split_name(k)[0] is not None and not _SKIP.search(k)]
@@ -198,8 +208,14 @@ class SNRResults:
     def types(self)->list[str]: # the module types, sorted
         "The module types scanned"
         return sorted({r['type'] for r in self.rows})
-    def __len__(self): return len(self.rows)
-    def __getitem__(self, module:str)->dict: return next(r for r in self.rows if r['module'] == module)
+
+# %% ../nbs/03_snr.ipynb #5b000033
+@patch
+def __len__(self:SNRResults)->int: return len(self.rows)
+
+# %% ../nbs/03_snr.ipynb #5b000035
+@patch
+def __getitem__(self:SNRResults, module:str)->dict: return next(r for r in self.rows if r['module'] == module)
 
 # %% ../nbs/03_snr.ipynb #6f8fe971
 @patch
@@ -231,12 +247,8 @@ class SNRAnalyzer:
         if isinstance(source, nn.Module): self.name = getattr(getattr(source, 'config', None), 'name_or_path', '') or type(source).__name__
         else:
             p = Path(str(source)).expanduser()
-            self.path = p if p.exists() else _resolve(source)
+            self.path = p if p.exists() else resolve_model(source)
             self.name = str(source)
-
-# %% ../nbs/03_snr.ipynb #db2e9a9e
-def _resolve(source)->Path:
-    return resolve_model(source)
 
 # %% ../nbs/03_snr.ipynb #f4a51c9c
 @patch
@@ -244,25 +256,32 @@ def matrices(self:SNRAnalyzer):
     "The source's `(name, loader)` pairs"
     return model_matrices(self.source) if isinstance(self.source, nn.Module) else checkpoint_matrices(self.path)
 
+# %% ../nbs/03_snr.ipynb #5b000013
 @patch
-def _solve(self:SNRAnalyzer, pending:list):
+def _todo(self:SNRAnalyzer)->list[tuple]: # (name, layer, type, loader) of each matrix to score
+    "The matrices of the chosen types, from their names alone (no matrix is read)"
+    todo = [(name, *split_name(name), load) for name, load in self.matrices()]
+    want, avail = set(self.types or ()), sorted({t for _, _, t, _ in todo})
+    if want - set(avail): raise QspecError(f"unknown module type(s) {', '.join(sorted(want - set(avail)))}; available: {', '.join(avail)}")
+    return [x for x in todo if not want or x[2] in want]
+
+# %% ../nbs/03_snr.ipynb #5b000015
+@patch
+def _solve(self:SNRAnalyzer,
+    pending:list, # (row, Gram matrix) pairs of one shape
+):
     "Fill the SNR of `pending` rows from their Gram matrices, in one batched eigensolve"
     for (row, _), s in zip(pending, gram_singular_values(torch.stack([g for _, g in pending]))):
         row.update(vars(spectrum_snr(s, *row['shape'])))
     pending.clear()
 
+# %% ../nbs/03_snr.ipynb #5b000018
 @patch
 def scan(self:SNRAnalyzer,
     batch:int=8, # same-shape Gram matrices solved together (method 'gram')
-)->SNRResults:
+)->SNRResults: # one row per matrix
     "Score every matrix (of the chosen types) and return the results"
-    todo = [(name, *split_name(name), load) for name, load in self.matrices()]  # names are known before any matrix is read
-    want = set(self.types) if self.types else None
-    avail = sorted({t for _, _, t, _ in todo})
-    if want is not None and want - set(avail):
-        raise QspecError(f"unknown module type(s) {', '.join(sorted(want - set(avail)))}; available: {', '.join(avail)}")
-    todo = [x for x in todo if want is None or x[2] in want]
-    rows, bad, pending = [], [], {}
+    todo, rows, bad, pending = self._todo(), [], [], {}
     with tqdm(total=len(todo), desc='SNR scan', disable=not self.progress, leave=False) as bar:
         for name, layer, typ, load in todo:
             bar.update(1)
@@ -314,15 +333,21 @@ def table(self:SNRResults,
     return Markdown('\n'.join(lines))
 
 # %% ../nbs/03_snr.ipynb #2854a36a
-def _slug(name:str)->str: return re.sub(r'[^\w.-]+', '-', str(name).strip('/')).strip('-') or 'model'
+def _slug(name:str)->str: # safe in a file name
+    "A model name as Spectrum writes it into file names"
+    return re.sub(r'[^\w.-]+', '-', str(name).strip('/')).strip('-') or 'model'
 
+# %% ../nbs/03_snr.ipynb #5b000021
 @patch
 def spectrum_json(self:SNRResults)->dict: # module -> {'snr', 'type'}, Spectrum's format
     "The scan in Spectrum's `snr_results_<model>.json` format"
     return {r['module']: {'snr': None if math.isnan(r['snr']) else r['snr'], 'type': r['type']} for r in self.rows}
 
+# %% ../nbs/03_snr.ipynb #5b000023
 @patch
-def spectrum_yaml(self:SNRResults, top_percent:float=25)->str: # Spectrum's unfrozen-parameters YAML
+def spectrum_yaml(self:SNRResults,
+    top_percent:float=25, # share of each type to unfreeze
+)->str: # Spectrum's unfrozen-parameters YAML
     "The `unfrozen_parameters:` YAML that Spectrum writes for the top `top_percent` of each type"
     out = ['unfrozen_parameters:', '- ^lm_head.weight$', '- ^model.embed_tokens.weight$']
     for t, mods in self.select(top_percent).items():
@@ -344,8 +369,11 @@ def save_spectrum(self:SNRResults,
     with atomic_file(y) as t: t.write_text(self.spectrum_yaml(top_percent))
     return [j, y]
 
+# %% ../nbs/03_snr.ipynb #5b000025
 @patch
-def to_json(self:SNRResults, path:str|Path)->Path: # qspec's full table
+def to_json(self:SNRResults,
+    path:str|Path, # the file to write
+)->Path: # `path`: qspec's full table
     "Write every scored module with its type, layer, shape and SNR"
     rows = [{**r, 'shape': list(r['shape']), **{k: (None if isinstance(r[k], float) and math.isnan(r[k]) else r[k]) for k in ('snr', 'sigma', 'tau')}} for r in self.rows]
     with atomic_file(path) as t: t.write_text(json.dumps(dict(model=self.name, modules=rows), indent=1))
@@ -354,7 +382,7 @@ def to_json(self:SNRResults, path:str|Path)->Path: # qspec's full table
 # %% ../nbs/03_snr.ipynb #a067e4f7
 def load_snr(
     path:str|Path, # a `snr.json` written by `SNRResults.to_json` or `qspec scan`
-)->SNRResults:
+)->SNRResults: # the scan
     "Read a scan back from qspec's `snr.json`"
     d = read_json(path, 'qspec snr.json', 'modules', "write one with `qspec scan MODEL --out DIR` (Spectrum's snr_results_*.json lacks shapes)")
     rows = [{**r, 'shape': tuple(r['shape']), **{k: math.nan if r.get(k) is None else r[k] for k in ('snr', 'sigma', 'tau')}} for r in d['modules']]
@@ -369,11 +397,12 @@ def grid(self:SNRResults)->tuple[list[int], list[str], torch.Tensor]: # (layers,
     for r in self.rows: g[layers.index(r['layer']), self.types.index(r['type'])] = r['snr']
     return layers, self.types, g
 
+# %% ../nbs/03_snr.ipynb #5b000031
 @patch
 def heatmap(self:SNRResults,
     top_percent:float|None=25, # outline this selection (None: no outline)
     ax=None, # matplotlib axes
-):
+): # the axes
     "Layers × types heatmap of the SNR, each type scaled to its own maximum, with the selection outlined"
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -392,7 +421,9 @@ def heatmap(self:SNRResults,
 
 # %% ../nbs/03_snr.ipynb #3ee06044
 @patch
-def plot_depth(self:SNRResults, ax=None):
+def plot_depth(self:SNRResults,
+    ax=None, # matplotlib axes
+): # the axes
     "SNR against depth, one line per type"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(7, 3.5))
@@ -423,7 +454,9 @@ def plot_change(self:SNRResults,
 
 # %% ../nbs/03_snr.ipynb #30bb9822
 @patch
-def explorer(self:SNRResults, top_percent:float=25):
+def explorer(self:SNRResults,
+    top_percent:float=25, # the slider's starting value
+): # the widget
     "An ipywidgets explorer: a top-% slider over the heatmap"
     import ipywidgets as W, matplotlib.pyplot as plt
     slider = W.FloatSlider(value=top_percent, min=5, max=100, step=5, description='top %', continuous_update=False)

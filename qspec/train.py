@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib, json, math, shutil, time
 from dataclasses import asdict
 from pathlib import Path
-import matplotlib.pyplot as plt
 import torch, torch.nn as nn
 from .core import all_gather, atomic_dir, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
@@ -186,6 +185,18 @@ def _plan(self:Run, snr:SNRResults)->LoraPlan:
     if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
     return plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale))
 
+# %% ../nbs/07_train.ipynb #7a100026
+@patch
+def _groups(self:Run)->Groups: # the groups of the plan's modules
+    "Read the groups of a resumed run, or find them from calibration batches of the training data"
+    c = self.cfg
+    if self.resuming and (self.work/'groups.json').exists(): return load_groups(self.work/'groups.json')
+    texts = [self.tok.decode(e['input_ids']) for e in self.train_ex[:64]]
+    cal = token_batches(self.tok, texts, 4, c.batch_size, min(c.max_length, 128), seed=c.seed)
+    g = GradientGrouper(self.base, self.plan, cal, c.group_threshold, True, c.group_max_size).fit(progress=self.progress and self.main)
+    self._write('groups.json', g.save)
+    return g
+
 # %% ../nbs/07_train.ipynb #7a100025
 @patch
 def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `model` set
@@ -204,18 +215,6 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
     self.model = apply_plan(self.base, self.plan, gradient_checkpointing=c.gradient_checkpointing)
     if self.groups: share_adapters(self.model, self.groups)
     return self
-
-# %% ../nbs/07_train.ipynb #7a100026
-@patch
-def _groups(self:Run)->Groups: # the groups of the plan's modules
-    "Read the groups of a resumed run, or find them from calibration batches of the training data"
-    c = self.cfg
-    if self.resuming and (self.work/'groups.json').exists(): return load_groups(self.work/'groups.json')
-    texts = [self.tok.decode(e['input_ids']) for e in self.train_ex[:64]]
-    cal = token_batches(self.tok, texts, 4, c.batch_size, min(c.max_length, 128), seed=c.seed)
-    g = GradientGrouper(self.base, self.plan, cal, c.group_threshold, True, c.group_max_size).fit(progress=self.progress and self.main)
-    self._write('groups.json', g.save)
-    return g
 
 # %% ../nbs/07_train.ipynb #c7313fcf
 @patch
@@ -285,6 +284,7 @@ def plot_losses(
     ax=None, # matplotlib axes
 ): # the axes
     "Training and validation loss against the step"
+    import matplotlib.pyplot as plt  # as every plot of the package: only when drawing
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
     tl = [(l['step'], l['loss']) for l in log if 'loss' in l]
     ev = ([(0, before)] if before is not None else []) + [(l['step'], l['eval_loss']) for l in log if 'eval_loss' in l]

@@ -119,13 +119,13 @@ def on_docs_page() -> list[str]:
     out = []
     for nb in module_notebooks():
         text = '\n'.join(_src(c) for c in json.loads(nb.read_text())['cells'])
-        mod_name = re.search(r'#\| default_exp (\S+)', text)[1]
+        mod_name = _module_name(nb)
         mod = importlib.import_module(f'qspec.{mod_name}')
         for name in getattr(mod, '__all__', []):
             obj = getattr(mod, name)
             if not inspect.isclass(obj) or obj.__module__ != mod.__name__: continue
             for n, v in _own_members(obj).items():
-                patched = re.search(rf'@patch[^\n]*\n(@\w+[^\n]*\n)*def {re.escape(n)}\(self:\s*{name}\b', text)
+                patched = re.search(rf'@patch[^\n]*\n(@\w+[^\n]*\n)*def {re.escape(n)}\(\s*self:\s*{name}\b', text)
                 if not patched and f'show_doc({name}.{n}' not in text: out.append(f'{mod_name}.{name}.{n}')
     return out
 
@@ -140,6 +140,28 @@ def private_imports() -> list[str]:
     return out
 
 
+def _module_name(nb: Path) -> str: return re.search(r'#\| default_exp (\w+)', nb.read_text())[1]
+
+
+def _sibling_imports(src: str) -> set[str]:
+    "The qspec modules a module's source imports, at the top or inside functions"
+    out = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import): out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('qspec.')}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ''
+            if node.level or mod == 'qspec': out |= {a.name for a in node.names} if not mod or mod == 'qspec' else {mod.split('.')[0]}
+            elif mod.startswith('qspec.'): out.add(mod.split('.')[1])
+    return out
+
+
+def backward_imports() -> list[str]:
+    "Imports of a qspec module that comes at or after the importer in the notebooks' order (the graph must be acyclic and forward)"
+    order = {_module_name(nb): i for i, nb in enumerate(module_notebooks())}
+    return sorted(f'{m} imports {d}' for m, i in order.items() for d in _sibling_imports((PKG/f'{m}.py').read_text())
+                  if d in order and d != m and order[d] >= i)
+
+
 def summary() -> dict:
     "All the figures at once"
     rows = [r for nb in module_notebooks() for r in cells_report(nb)]
@@ -151,6 +173,7 @@ def summary() -> dict:
                 longest=[f"{r['notebook']}[{r['cell']}] {r['lines']} lines: {r['first']}" for r in sorted(rows, key=lambda r: -r['lines'])[:10]],
                 no_picture_first=[nb.name for nb in module_notebooks() if not picture_before_reference(nb)],
                 missing_docments=docments_report(), not_on_page=on_docs_page(), private_imports=private_imports(),
+                backward_imports=backward_imports(),
                 train_lines=len((PKG/'train.py').read_text().splitlines()))
 
 

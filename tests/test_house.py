@@ -1,0 +1,42 @@
+"""The house rules a newcomer relies on, measured on the notebooks and the package as committed (`tools/house.py`):
+small exported cells each followed by something that shows them working, docments on every public symbol and
+a docs entry for every class member, no module reaching into another's underscore names, an import graph that
+only points back along the data flow, a trainer module of one job, and a picture before the reference on every
+page about a stage of the method."""
+import sys
+from pathlib import Path
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
+import house
+
+METHOD_PAGES = ['02_quant.ipynb', '03_snr.ipynb', '04_ranks.ipynb', '05_grouping.ipynb', '06_merge.ipynb', '07_train.ipynb']
+
+
+@pytest.fixture(scope='module')
+def stats(): return house.summary()
+
+
+def test_cell_sizes(stats):
+    assert stats['median_lines'] <= 10 and stats['p90_lines'] <= 25, (stats['median_lines'], stats['p90_lines'], stats['longest'])
+
+
+def test_every_export_is_shown(stats):
+    assert stats['shown_share'] >= 0.85, (stats['shown_share'], stats['not_shown'])
+
+
+def test_docments_and_docs_pages(stats):
+    assert not stats['missing_docments'], stats['missing_docments']
+    assert not stats['not_on_page'], stats['not_on_page']
+
+
+def test_modules_keep_to_their_own(stats):
+    assert not stats['private_imports'], stats['private_imports']
+    assert not stats['backward_imports'], stats['backward_imports']
+    assert stats['train_lines'] <= 350, stats['train_lines']
+    assert {'config', 'data'} <= {p.stem for p in house.PKG.glob('*.py')}
+
+
+@pytest.mark.parametrize('page', METHOD_PAGES)
+def test_picture_first(page):
+    assert house.picture_before_reference(house.NBS/page), f'{page}: no picture before its first exported definition'
