@@ -11,6 +11,7 @@ from pathlib import Path
 from .core import QspecError, atomic_dir
 import torch, torch.nn as nn
 from peft import PeftModel
+import bitsandbytes as bnb
 from transformers import AutoConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 from .models import model_class
@@ -133,9 +134,15 @@ def check_merged(
     merged:str|Path, # the merged checkpoint directory
     input_ids:torch.Tensor, # token ids to compare on
     device:str='cpu', # where to run both models
+    train_dtype:torch.dtype=torch.float32, # the compute dtype training used: its unquantized weights were held in it
 )->dict: # `logit_diff` of the adapter model against the merged model, and the merged model's stored dtype
-    "Load `adapter` on the NF4 base and `merged` with plain transformers; compare their logits"
-    a = PeftModel.from_pretrained(load_nf4(base, device=device, compute_dtype=torch.float32), str(adapter)).eval()
+    "Load `adapter` on the NF4 base as training held it and `merged` with plain transformers; compare their logits, in fp32"
+    n4 = load_nf4(base, device=device, compute_dtype=train_dtype)  # quantized from the same (rounded) weights as in training
+    for m in n4.modules():  # ... but computed in fp32 from the exact NF4 values, as the merge holds them
+        if isinstance(m, bnb.nn.Linear4bit): m.compute_dtype, m.compute_type_is_set, m.weight.quant_state.dtype = torch.float32, True, torch.float32
+    for p in n4.parameters():
+        if p.is_floating_point() and not isinstance(p, bnb.nn.Params4bit): p.data = p.data.float()
+    a = PeftModel.from_pretrained(n4, str(adapter)).eval()
     cfg = AutoConfig.from_pretrained(merged)
     b = model_class(cfg).from_pretrained(merged, dtype=torch.float32).to(device).eval()
     return dict(logit_diff(a, b, input_ids), stored_dtype=str(getattr(cfg, 'dtype', '')).replace('torch.', ''))

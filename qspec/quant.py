@@ -40,6 +40,7 @@ def load_nf4(
     double_quant:bool=True, # QLoRA's double quantization of the block scales
     skip_modules:list[str]|None=None, # module names to keep unquantized
     quant_storage:torch.dtype=torch.uint8, # storage dtype of the packed codes: the model's float dtype for FSDP
+    cpu_repack:bool=False, # let bitsandbytes repack layers for its faster bf16 CPU inference kernel (on AVX512-BF16 CPUs)
 )->PreTrainedModel: # the model with 4-bit linear layers, in eval mode
     "Load `model` with NF4 weights and double quantization"
     dev = pick_device(device)
@@ -47,11 +48,14 @@ def load_nf4(
         with tempfile.TemporaryDirectory() as d:
             model.save_pretrained(d)
             return load_nf4(d, device=dev, compute_dtype=compute_dtype, double_quant=double_quant,
-                            skip_modules=skip_modules, quant_storage=quant_storage)
+                            skip_modules=skip_modules, quant_storage=quant_storage, cpu_repack=cpu_repack)
     path = resolve_model(model)
     cls = model_class(AutoConfig.from_pretrained(path))
     q = nf4_config(compute_dtype, double_quant, skip_modules, quant_storage)
-    return cls.from_pretrained(path, quantization_config=q, device_map={'': dev}, dtype=compute_dtype).eval()
+    m = cls.from_pretrained(path, quantization_config=q, device_map={'': dev}, dtype=compute_dtype).eval()
+    for l in m.modules():  # one arithmetic everywhere: inference computes as training does, unless asked otherwise
+        if isinstance(l, bnb.nn.Linear4bit): l.support_avx512bf16_for_cpu = cpu_repack and l.support_avx512bf16_for_cpu
+    return m
 
 # %% ../nbs/02_quant.ipynb #18364685
 def _cpu_unpacked(
@@ -72,7 +76,8 @@ def dequantize(
     "The weight of a (possibly 4-bit) linear layer as a float `(out, in)` matrix"
     if isinstance(module, bnb.nn.Linear4bit):
         w = module.weight
-        data, qs = _cpu_unpacked(w) if getattr(w.quant_state, 'packing_format_for_cpu', False) else (w.data, w.quant_state)
+        data, qs = _cpu_unpacked(w) if getattr(w.quant_state, 'packing_format_for_cpu', False) else (w.data, copy.copy(w.quant_state))
+        qs.dtype = torch.float32  # the exact NF4 values: in a bf16-compute model bitsandbytes would round them to bf16
         return bnb.functional.dequantize_4bit(data, qs).to(dtype)
     if isinstance(module, Conv1D): return module.weight.detach().t().to(dtype)
     if isinstance(module, nn.Linear): return module.weight.detach().to(dtype)

@@ -321,7 +321,7 @@ def save(self:Run)->Path: # the run directory
         if c.merge:
             save_merged(self.model, tmp/'merged', self.tok, c.merge_dtype)
             ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
-            self.metrics['merge_check'] = check_merged(c.model, tmp/'adapter', tmp/'merged', torch.tensor(ids), self.device)
+            self.metrics['merge_check'] = check_merged(c.model, tmp/'adapter', tmp/'merged', torch.tensor(ids), self.device, self.dtype)
         for f in ('snr_before.json', 'plan.json', 'groups.json'):
             if (self.work/f).exists(): shutil.copy(self.work/f, tmp/f)
         self.snr_after.to_json(tmp/'snr_after.json')
