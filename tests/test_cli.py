@@ -40,4 +40,4 @@ def test_bad_model_names(tmp_path):
 
 def test_bad_option():
     r = qspec('memory')
-    assert r.returncode == 2 and 'usage: qspec memory' in r.stderr
+    assert r.returncode == 2 and r.stderr == "qspec: error: the following arguments are required: model (see `qspec memory --help`)\n", r.stderr
