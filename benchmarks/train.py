@@ -6,7 +6,7 @@ the same training loop for every recipe (AdamW, 2 warm-up steps then cosine deca
 process so that its memory is its own:
   qspec       NF4 + double quantization; LoRA where the SNR plan puts it (a budget of one million parameters,
               ranks and learning-rate multipliers by SNR, rsLoRA), non-reentrant gradient checkpointing, the
-              chunked loss over answer tokens (`qspec.train.causal_loss`), lr 1e-3;
+              chunked loss over answer tokens (`qspec.loss.causal_loss`), lr 1e-3;
   qlora       as peft documents it: NF4 + double quantization, `prepare_model_for_kbit_training` with gradient
               checkpointing, LoRA r=16, alpha=32, dropout 0.05 on all linear layers, the model's own loss, lr 2e-4;
   qlora-lr    the same at qspec's learning rate (1e-3), so that the comparison is not about the learning rate;
@@ -50,7 +50,7 @@ def build(kind, work, seed):
     from qspec.quant import load_nf4
     from qspec.models import load_model
     from qspec.ranks import load_plan, apply_plan, param_groups
-    from qspec.train import causal_loss
+    from qspec.loss import causal_loss
     torch.manual_seed(seed)
     if kind in ('qspec', 'random'):
         plan = load_plan(work/('plan.json' if kind == 'qspec' else f'random{seed}.json'))

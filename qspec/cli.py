@@ -14,7 +14,7 @@ from .core import QspecError, atomic_file, check_device_name, check_lr_scale, ch
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group']
+__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'merge']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -391,3 +391,44 @@ def _group_args(p):
     p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--chart', type=_png, help='write similarity heatmaps with the groups outlined to this PNG file')
     return group
+
+# %% ../nbs/09_cli.ipynb #9b44ccd4
+def _adapter_dir(
+    path:str, # an adapter directory, or a run directory holding `adapter/`
+)->Path: # the adapter directory
+    "The peft adapter directory `path` names, or a clear error"
+    p = Path(path).expanduser()
+    if (p/'adapter'/'adapter_config.json').exists(): return p/'adapter'
+    if (p/'adapter_config.json').exists(): return p
+    if not p.exists(): raise QspecError(f"adapter directory {path!r} does not exist")
+    raise QspecError(f"{path!r} is neither a peft adapter (no adapter_config.json) nor a run directory (no adapter/)")
+
+# %% ../nbs/09_cli.ipynb #6618d443
+def merge(
+    base:str, # the base model the adapter was trained on: alias, checkpoint directory or hub id
+    adapter:str, # a peft adapter directory, or a run directory holding adapter/
+    out:str, # the merged checkpoint directory to write (replaced atomically)
+    dtype:str='auto', # 'auto' (float16 when every weight fits), 'float16' or 'bfloat16'
+    device:str='auto', # where to rebuild the weights: 'auto', 'cpu', 'cuda' or 'cuda:N'
+)->Path: # `out`
+    "Merge an adapter into its base checkpoint, one tensor at a time; print where it went"
+    a = _adapter_dir(adapter)
+    if Path(out).expanduser().resolve() in (a.resolve(), Path(base).expanduser().resolve()):
+        raise QspecError(f"--out {out!r} would replace an input; choose a new directory")
+    from qspec.models import resolve_model
+    src = resolve_model(base)  # a missing base is reported before torch is imported
+    from qspec.stream import merge_checkpoint
+    p = merge_checkpoint(src, a, out, dtype, device)
+    print(f"merged {a} into {base}: {p}")
+    return p
+
+# %% ../nbs/09_cli.ipynb #5598e532
+@command('merge', 'merge an adapter into its base checkpoint, shard by shard, in bounded memory')
+def _merge_args(p):
+    "Arguments of `qspec merge`"
+    p.add_argument('base', help="the base model: alias, checkpoint directory or hub id")
+    p.add_argument('adapter', help='a peft adapter directory, or a run directory holding adapter/')
+    p.add_argument('--out', required=True, help='merged checkpoint directory to write')
+    p.add_argument('--dtype', choices=('auto', 'float16', 'bfloat16'), default='auto', help='16-bit dtype (default: auto, float16 when weights fit)')
+    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    return merge

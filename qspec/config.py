@@ -59,7 +59,10 @@ class TrainConfig:
     resize_steps:int=0 # train this many more steps after resizing
     merge:bool=True # write the merged model
     merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
+    merge_check_max_params:int=3_000_000_000 # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
     device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
+    device_map:typing.Union[str, dict, None]=None # a model larger than one GPU: 'auto' spreads its layers over the visible GPUs, or give {module: device}
+    compute_dtype:str='auto' # 'auto' (bfloat16 where the hardware computes it natively, else float32), 'float32', 'bfloat16' or 'float16'
     quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or the model's float dtype under FSDP ('bfloat16')
     question:typing.Optional[str]=None # asked before and after training (default for the embedded data: a held-out topic)
     resume:bool=True # continue an interrupted run of the same `out` from its latest checkpoint
@@ -130,7 +133,7 @@ def _check_name(
 # %% ../nbs/06a_config.ipynb #6fd00d3b
 _POSITIVE = ('max_length', 'max_eval_examples', 'budget', 'min_rank', 'max_rank', 'steps', 'batch_size', 'grad_accum',
              'eval_steps', 'save_steps', 'logging_steps')
-_NON_NEGATIVE = ('warmup_steps', 'resize_steps', 'seed', 'weight_decay')
+_NON_NEGATIVE = ('warmup_steps', 'resize_steps', 'seed', 'weight_decay', 'merge_check_max_params')
 def _range_errors(
     c:TrainConfig, # a config with checked types
 )->list[str]: # the problems, in key order
@@ -168,6 +171,8 @@ def _choice_errors(
     "Names: scheduler, optimizer, dtypes, devices, column roles; and keys that exclude each other"
     rules = [(c.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {c.quant_storage!r}"),
              (c.merge_dtype in ('auto', 'float16', 'bfloat16'), f"merge_dtype must be auto, float16 or bfloat16, got {c.merge_dtype!r}"),
+             (c.compute_dtype in ('auto', 'float32', 'bfloat16', 'float16'), f"compute_dtype must be auto, float32, bfloat16 or float16, got {c.compute_dtype!r}"),
+             (c.device_map in (None, 'auto') or isinstance(c.device_map, dict), f"device_map must be 'auto' or a mapping of module names to devices, got {c.device_map!r}"),
              (not (c.group and c.resize), "group and resize cannot be combined yet: set resize: false, or group: false"),
              (c.data is not None or (c.columns is None and c.val_data is None), "columns and val_data describe your data: set data too (without it the embedded data is used)"),
              (c.columns is None or (set(c.columns) <= _ROLES and all(isinstance(v, str) for v in c.columns.values())

@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'check_device_name', 'pick_device', 'compute_dtype',
            'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes', 'cache_dir',
-           'peak_memory_mib', 'init_distributed', 'all_gather', 'latest_checkpoint', 'save_png']
+           'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -211,6 +211,18 @@ def all_gather(
     out = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(out, obj)
     return out
+
+# %% ../nbs/00_core.ipynb #2d3b7ea6
+def check_same(
+    what:str, # what the value is, for the message (e.g. 'plan')
+    value, # this process's value: picklable and comparable
+    hint:str='', # what to do about a difference
+)->None:
+    "Raise the same `QspecError` on every process when processes hold different `value`s"
+    vals = all_gather(value)
+    bad = [i for i, v in enumerate(vals) if v != vals[0]]
+    if bad: raise QspecError(f"process {bad[0]} computed a different {what} from process 0 ({len(bad)} of {len(vals)} processes differ); "
+                             f"every process must train the same adapters{'; ' + hint if hint else ''}")
 
 # %% ../nbs/00_core.ipynb #6840dfb3
 def latest_checkpoint(

@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/merge.html.md"""
 
 # %% ../nbs/06_merge.ipynb #3e948d0e
 from __future__ import annotations
-import copy
+import copy, gc
 from pathlib import Path
 from .core import QspecError, atomic_dir
 import torch, torch.nn as nn
@@ -19,7 +19,8 @@ from .quant import load_nf4
 from .snr import effective_weight, is_matrix_module
 
 # %% auto #0
-__all__ = ['merge_dtype', 'merge_adapters', 'save_merged', 'logit_diff', 'plot_agreement', 'check_merged']
+__all__ = ['merge_dtype', 'merge_adapters', 'save_merged', 'logits_of', 'compare_logits', 'logit_diff', 'plot_agreement',
+           'check_merged']
 
 # %% ../nbs/06_merge.ipynb #ad1bd082
 def merge_dtype(
@@ -92,20 +93,32 @@ def save_merged(
 
 # %% ../nbs/06_merge.ipynb #21273596
 @torch.no_grad()
+def logits_of(
+    m:nn.Module, # a model
+    input_ids:torch.Tensor, # a batch of token ids
+)->torch.Tensor: # its logits, fp32 on the CPU
+    "A model's logits on `input_ids` (an encoder-decoder gets the same ids on both sides)"
+    ids = input_ids.to(next(m.parameters()).device)
+    kw = dict(decoder_input_ids=ids) if getattr(m.config, 'is_encoder_decoder', False) else {}
+    return m(input_ids=ids, **kw).logits.float().cpu()
+
+def compare_logits(
+    la:torch.Tensor, # logits of one model, e.g. the adapter model
+    lb:torch.Tensor, # the other's, e.g. the merged model
+)->dict: # max and mean absolute logit difference, the largest probability difference, and `la`'s largest logit
+    "How far apart two sets of logits are"
+    d = (la - lb).abs()
+    return dict(max_abs=d.max().item(), mean_abs=d.mean().item(), prob_max_abs=(la.softmax(-1) - lb.softmax(-1)).abs().max().item(),
+                logit_range=la.abs().max().item())
+
+@torch.no_grad()
 def logit_diff(
     a:nn.Module, # e.g. the adapter model
     b:nn.Module, # e.g. the merged model
     input_ids:torch.Tensor, # a batch of token ids
 )->dict: # max and mean absolute logit difference, and the largest probability difference
     "How far apart two models' predictions are on `input_ids`"
-    def logits(m):
-        ids = input_ids.to(next(m.parameters()).device)
-        kw = dict(decoder_input_ids=ids) if getattr(m.config, 'is_encoder_decoder', False) else {}  # encoder-decoders: same ids both sides
-        return m(input_ids=ids, **kw).logits.float().cpu()
-    la, lb = logits(a), logits(b)
-    d = (la - lb).abs()
-    return dict(max_abs=d.max().item(), mean_abs=d.mean().item(), prob_max_abs=(la.softmax(-1) - lb.softmax(-1)).abs().max().item(),
-                logit_range=la.abs().max().item())
+    return compare_logits(logits_of(a, input_ids), logits_of(b, input_ids))
 
 # %% ../nbs/06_merge.ipynb #6b000012
 def plot_agreement(
@@ -142,7 +155,8 @@ def check_merged(
         if isinstance(m, bnb.nn.Linear4bit): m.compute_dtype, m.compute_type_is_set, m.weight.quant_state.dtype = torch.float32, True, torch.float32
     for p in n4.parameters():
         if p.is_floating_point() and not isinstance(p, bnb.nn.Params4bit): p.data = p.data.float()
-    a = PeftModel.from_pretrained(n4, str(adapter)).eval()
+    la = logits_of(PeftModel.from_pretrained(n4, str(adapter)).eval(), input_ids)
+    del n4; gc.collect()  # one model at a time
     cfg = AutoConfig.from_pretrained(merged)
-    b = model_class(cfg).from_pretrained(merged, dtype=torch.float32).to(device).eval()
-    return dict(logit_diff(a, b, input_ids), stored_dtype=str(getattr(cfg, 'dtype', '')).replace('torch.', ''))
+    lb = logits_of(model_class(cfg).from_pretrained(merged, dtype=torch.float32, device_map={'': device}).eval(), input_ids)
+    return dict(compare_logits(la, lb), stored_dtype=str(getattr(cfg, 'dtype', '')).replace('torch.', ''))

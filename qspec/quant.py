@@ -41,6 +41,7 @@ def load_nf4(
     skip_modules:list[str]|None=None, # module names to keep unquantized
     quant_storage:torch.dtype=torch.uint8, # storage dtype of the packed codes: the model's float dtype for FSDP
     cpu_repack:bool=False, # let bitsandbytes repack layers for its faster bf16 CPU inference kernel (on AVX512-BF16 CPUs)
+    device_map:str|dict|None=None, # 'auto' (layers spread over the visible GPUs) or {module: device}; default: all on `device`
 )->PreTrainedModel: # the model with 4-bit linear layers, in eval mode
     "Load `model` with NF4 weights and double quantization"
     dev = pick_device(device)
@@ -48,11 +49,11 @@ def load_nf4(
         with tempfile.TemporaryDirectory() as d:
             model.save_pretrained(d)
             return load_nf4(d, device=dev, compute_dtype=compute_dtype, double_quant=double_quant,
-                            skip_modules=skip_modules, quant_storage=quant_storage, cpu_repack=cpu_repack)
+                            skip_modules=skip_modules, quant_storage=quant_storage, cpu_repack=cpu_repack, device_map=device_map)
     path = resolve_model(model)
     cls = model_class(AutoConfig.from_pretrained(path))
     q = nf4_config(compute_dtype, double_quant, skip_modules, quant_storage)
-    m = cls.from_pretrained(path, quantization_config=q, device_map={'': dev}, dtype=compute_dtype).eval()
+    m = cls.from_pretrained(path, quantization_config=q, device_map={'': dev} if device_map is None else device_map, dtype=compute_dtype).eval()
     for l in m.modules():  # one arithmetic everywhere: inference computes as training does, unless asked otherwise
         if isinstance(l, bnb.nn.Linear4bit): l.support_avx512bf16_for_cpu = cpu_repack and l.support_avx512bf16_for_cpu
     return m

@@ -6,11 +6,11 @@ Docs: https://qspec-dev.github.io/qspec/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #530665b0
 from __future__ import annotations
-import contextlib, json, math, shutil, time
+import contextlib, json, math, os, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 import torch, torch.nn as nn
-from .core import all_gather, atomic_dir, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
+from .core import QspecError, all_gather, atomic_dir, atomic_file, check_same, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
 from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
 from . import models
@@ -20,77 +20,13 @@ from .quant import load_nf4
 from .snr import SNRAnalyzer, SNRResults, load_snr
 from .ranks import LoraPlan, adapter_digest, apply_plan, load_plan, param_groups, plan_budget, plot_plans, plan_tiers, resize
 from .grouping import Groups, GradientGrouper, export_peft, load_groups, share_adapters
-from .merge import check_merged, save_merged
+from .merge import check_merged
+from .stream import checkpoint_params, merge_run, write_quant_settings
 from .config import TrainConfig, check_config, load_config, training_arguments
+from .loss import causal_loss, uses_chunked_loss
 
 # %% auto #0
-__all__ = ['chunked_ce', 'hidden_states', 'uses_chunked_loss', 'causal_loss', 'QspecTrainer', 'Run', 'plot_losses']
-
-# %% ../nbs/07_train.ipynb #2da47ff7
-class _ChunkedCE(torch.autograd.Function):
-    "Summed cross-entropy of `h @ w.T` against `y`, chunk by chunk; the gradient is computed in the forward pass"
-    @staticmethod
-    def forward(ctx, h, w, y, chunk):
-        loss, gh = torch.zeros((), dtype=torch.float32, device=h.device), torch.empty_like(h)
-        gw = torch.zeros_like(w, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        for i in range(0, len(y), chunk):
-            hc, yc = h[i:i + chunk].to(w.dtype), y[i:i + chunk]
-            z = (hc @ w.T).float()
-            lse = z.logsumexp(-1)
-            loss += (lse - z.gather(1, yc[:, None])[:, 0]).sum()
-            g = z.sub_(lse[:, None]).exp_()  # softmax, in place
-            g[torch.arange(len(yc), device=g.device), yc] -= 1
-            gh[i:i + chunk] = (g.to(w.dtype) @ w).to(h.dtype)
-            if gw is not None: gw += g.T @ hc.float()
-        ctx.save_for_backward(gh, gw)
-        return loss
-
-    @staticmethod
-    def backward(ctx, go):
-        gh, gw = ctx.saved_tensors
-        return gh * go.to(gh.dtype), (gw * go).to(ctx.needs_input_grad[1] and gw.dtype) if gw is not None else None, None, None
-
-# %% ../nbs/07_train.ipynb #7a100003
-def chunked_ce(
-    h:torch.Tensor, # hidden states, (n, d)
-    w:torch.Tensor, # output matrix, (vocab, d)
-    y:torch.Tensor, # target token ids, (n,)
-    chunk:int=256, # positions per chunk
-)->torch.Tensor: # summed cross-entropy (a scalar)
-    "Cross-entropy of `h @ w.T` against `y` without materialising all logits"
-    return _ChunkedCE.apply(h, w, y, chunk)
-
-# %% ../nbs/07_train.ipynb #9ced8933
-@contextlib.contextmanager
-def hidden_states(
-    head:nn.Module, # the model's output layer (`get_output_embeddings()`)
-):
-    "While active, the model's 'logits' are its last hidden states"
-    head.forward = lambda h, *a, **k: h  # an instance attribute shadows the class's forward
-    try: yield
-    finally: del head.forward
-
-# %% ../nbs/07_train.ipynb #7a100005
-def uses_chunked_loss(
-    hf:nn.Module, # a transformers model (unwrapped)
-)->bool: # True for a plain bias-free linear output layer without logit soft-capping or scaling
-    "Whether `causal_loss` can replace the model's own loss"
-    cfg, head = hf.config, hf.get_output_embeddings()
-    return (not getattr(cfg, 'is_encoder_decoder', False) and isinstance(head, nn.Linear) and type(head) is nn.Linear
-            and head.bias is None and not getattr(cfg, 'final_logit_softcapping', None) and getattr(cfg, 'logit_scale', None) in (None, 1, 1.0))
-
-# %% ../nbs/07_train.ipynb #7a100007
-def causal_loss(
-    model:nn.Module, # the model to call (possibly wrapped by peft or DDP)
-    head:nn.Module, # its output layer
-    batch:dict, # input_ids, attention_mask, labels
-    chunk:int=256, # positions per chunk
-)->tuple[torch.Tensor, int]: # (summed loss, number of target tokens)
-    "Next-token cross-entropy over labelled positions, without full-vocabulary logits"
-    with hidden_states(head): h = model(input_ids=batch['input_ids'], attention_mask=batch.get('attention_mask')).logits
-    y = batch['labels'][:, 1:].to(h.device)
-    keep = y != -100
-    return chunked_ce(h[:, :-1][keep], head.weight, y[keep], chunk), int(keep.sum())
+__all__ = ['QspecTrainer', 'check_launch', 'Run', 'plot_losses']
 
 # %% ../nbs/07_train.ipynb #d900fbe8
 class QspecTrainer(Trainer):
@@ -131,7 +67,26 @@ def compute_loss(self:QspecTrainer,
     if self.head is None: return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
     s, n = causal_loss(model, self.head, inputs, self.chunk)
     loss = s / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+    if num_items_in_batch is not None and self.args.average_tokens_across_devices:  # the count is over every process, and
+        loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes: scaled back, as `Trainer` does
     return (loss, dict(loss=loss)) if return_outputs else loss
+
+# %% ../nbs/07_train.ipynb #c46b1168
+_REPLAN = ("the scan's ranking can differ between devices (nondeterministic kernels, ties); run the same config again: "
+           "every process then reads the plan process 0 wrote")
+
+def check_launch(
+    world:int, # processes in the run
+    device_map, # the config's `device_map`
+)->None:
+    "Refuse, before any model is loaded, the launches qspec cannot train correctly"
+    if os.environ.get('ACCELERATE_USE_FSDP', '').lower() in ('1', 'true'):
+        raise QspecError("FSDP is not supported: the SNR scan, the plan and the merge need whole weight matrices, which FSDP shards. "
+                         "For a model larger than one GPU set device_map: auto and run one process; for several GPUs that "
+                         "each hold the model, launch with torchrun (DDP)")
+    if device_map is not None and world > 1:
+        raise QspecError(f"device_map spreads one model over the GPUs of a single process, but this run has {world} processes; "
+                         "use device_map with one process, or torchrun without device_map")
 
 # %% ../nbs/07_train.ipynb #1188cbc7
 class Run:
@@ -145,7 +100,8 @@ class Run:
         self.out = Path(self.cfg.out).expanduser()
         self.work = self.out.with_name(f'{self.out.name}.work')
         self.rank, self.world, self.device = init_distributed(pick_device(self.cfg.device))
-        self.dtype = compute_dtype(self.device)
+        self.dtype = compute_dtype(self.device) if self.cfg.compute_dtype == 'auto' else getattr(torch, self.cfg.compute_dtype)
+        check_launch(self.world, self.cfg.device_map)
         if self.main:  # temporary folders of a run killed while saving
             for t in self.out.parent.glob(f'.{self.out.name}.tmp-*'): shutil.rmtree(t, ignore_errors=True)
         flag = [self.cfg.resume and (self.work/'plan.json').exists()]  # decided once, before any process writes
@@ -203,7 +159,7 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
     "Load NF4, scan, plan, group and attach the adapters"
     c = self.cfg
     torch.manual_seed(c.seed)
-    self.base = load_nf4(c.model, device=self.device, compute_dtype=self.dtype, quant_storage=getattr(torch, c.quant_storage))
+    self.base = load_nf4(c.model, device=self.device, compute_dtype=self.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
     if self.resuming: self.snr, self.plan = load_snr(self.work/'snr_before.json'), load_plan(self.work/'plan.json')
     else:
         self.snr = SNRAnalyzer(self.base, device=self.device, progress=self.progress and self.main).scan()
@@ -211,6 +167,7 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
         self._write('snr_before.json', self.snr.to_json); self._write('plan.json', self.plan.save)
     self.groups = self._groups() if c.group else None
     if self.groups: self.plan = self.groups.grouped_plan(self.plan)
+    check_same('plan', self.plan.modules, _REPLAN)
     torch.manual_seed(c.seed)
     self.model = apply_plan(self.base, self.plan, gradient_checkpointing=c.gradient_checkpointing)
     if self.groups: share_adapters(self.model, self.groups)
@@ -261,6 +218,7 @@ def rescan(self:Run)->Run: # the run, with `snr_after` (and `plan_resized`) set
     self.metrics['resized_modules'] = 0
     if not c.resize: return self
     new = self._plan(self.snr_after)
+    check_same('re-scan plan', new.modules, 'set resize: false')
     changed = [m for m in new.modules if new.modules[m]['rank'] != self.plan.modules[m]['rank']]
     self.metrics.update(resized_modules=len(changed), resize_error=0.0)
     self.plan_resized = new
@@ -305,10 +263,18 @@ def plots(self:Run,
     save_png(d/'snr.png', lambda: self.snr.plot_change(self.snr_after, self.plan.adapted), dpi=100)
     save_png(d/'ranks.png', lambda: plot_plans(plans), dpi=100)
 
-# %% ../nbs/07_train.ipynb #30971d27
+# %% ../nbs/07_train.ipynb #fdc65fa6
+@patch
+def _save_metrics(self:Run,
+    d:Path, # the run directory (or the folder being assembled)
+):
+    "Write metrics.json — the metrics, the config and the log — atomically"
+    with atomic_file(d/'metrics.json') as t: t.write_text(json.dumps(dict(self.metrics, config=asdict(self.cfg), log=self.log), indent=1, default=str))
+
+# %% ../nbs/07_train.ipynb #560ec8e7
 @patch
 def save(self:Run)->Path: # the run directory
-    "Write the run directory atomically; return it"
+    "Write the run directory atomically — adapter, scans, plans, metrics, plots — and then merge into it; return it"
     c = self.cfg
     self.metrics.update(trainable_params=sum(p.numel() for p in set(p for p in self.model.parameters() if p.requires_grad)),
                         all_layer_qlora_params=16 * sum(sum(r['shape']) for r in self.snr.rows),
@@ -317,19 +283,27 @@ def save(self:Run)->Path: # the run directory
     self.metrics['adapter_sha256_per_process'] = all_gather(adapter_digest(self.model))
     if not self.main: return self.out
     with atomic_dir(self.out) as tmp:
-        export_peft(self.model, tmp/'adapter')
-        if c.merge:
-            save_merged(self.model, tmp/'merged', self.tok, c.merge_dtype)
-            ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
-            self.metrics['merge_check'] = check_merged(c.model, tmp/'adapter', tmp/'merged', torch.tensor(ids), self.device, self.dtype)
+        export_peft(self.model, tmp/'adapter'); write_quant_settings(tmp/'adapter', self.dtype)
         for f in ('snr_before.json', 'plan.json', 'groups.json'):
             if (self.work/f).exists(): shutil.copy(self.work/f, tmp/f)
         self.snr_after.to_json(tmp/'snr_after.json')
         if getattr(self, 'plan_resized', None): self.plan_resized.save(tmp/'plan_resized.json')
-        (tmp/'metrics.json').write_text(json.dumps(dict(self.metrics, config=asdict(self.cfg), log=self.log), indent=1, default=str))
-        self.plots(tmp)
+        self._save_metrics(tmp); self.plots(tmp)
     shutil.rmtree(self.work, ignore_errors=True)
+    if c.merge: self.merge()
     return self.out
+
+# %% ../nbs/07_train.ipynb #229d9fe1
+@patch
+def merge(self:Run)->Run: # the run, with `merge_check` in its metrics (up to `merge_check_max_params`)
+    "Merge the saved adapter into `merged/`, shard by shard; check it against the adapter model"
+    c = self.cfg
+    merge_run(c.model, self.out, c.merge_dtype, self.device, self.progress and self.main)
+    if checkpoint_params(resolve_model(c.model)) <= c.merge_check_max_params:
+        ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
+        self.metrics['merge_check'] = check_merged(c.model, self.out/'adapter', self.out/'merged', torch.tensor(ids), self.device, self.dtype)
+        self._save_metrics(self.out)
+    return self
 
 # %% ../nbs/07_train.ipynb #fd65b4ee
 @patch

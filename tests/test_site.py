@@ -91,9 +91,13 @@ def test_search(page, site):
 
 
 def test_training_pages(page, site):
-    "The trainer's reference with its loss curves, the configuration page with the YAML schema, and the executed tutorial with its plots"
+    "The trainer's and the loss's references, the streaming merge's, the configuration page with the YAML schema, and the executed tutorial with its plots"
     page.goto(site + '/train.html')
-    assert page.locator('h3#causal_loss').count() == 1 and page.locator('h3#run').count() == 1
+    assert page.locator('h3#run').count() == 1
+    page.goto(site + '/loss.html')
+    assert page.locator('h3#causal_loss').count() == 1
+    page.goto(site + '/stream.html')
+    assert page.locator('h3#merge_checkpoint').count() == 1
     page.goto(site + '/config.html')
     assert page.locator('h3#trainconfig').count() == 1
     body = page.inner_text('article')
