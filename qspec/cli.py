@@ -14,7 +14,7 @@ from .core import QspecError, atomic_file, check_device_name, check_lr_scale, ch
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'merge']
+__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'merge', 'estimate']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -432,3 +432,32 @@ def _merge_args(p):
     p.add_argument('--dtype', choices=('auto', 'float16', 'bfloat16'), default='auto', help='16-bit dtype (default: auto, float16 when weights fit)')
     p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     return merge
+
+# %% ../nbs/09_cli.ipynb #f0b228e4
+def estimate(
+    config:str, # YAML file of TrainConfig keys
+    snr:str|None=None, # a saved SNR scan of the model, for the exact plan
+    scan:str='auto', # budget plans: 'yes' scan the model, 'no' never, 'auto' up to 3B parameters
+    json_out:str|None=None, # also write the estimate as JSON to this file
+)->'Estimate': # the estimate
+    "Print the estimated memory of the run `config` describes"
+    from qspec.config import load_config
+    cfg = load_config(config)
+    from qspec.estimate import estimate as _estimate
+    from qspec.snr import load_snr
+    e = _estimate(cfg, load_snr(snr) if snr else None, scan)
+    print(e)
+    if json_out:
+        from dataclasses import asdict
+        with atomic_file(json_out) as t: t.write_text(json.dumps(dict(asdict(e), total=e.total), indent=1))
+    return e
+
+# %% ../nbs/09_cli.ipynb #27bb5f1f
+@command('estimate', "print a run's device memory and its merge's host memory, from its config")
+def _estimate_args(p):
+    "Arguments of `qspec estimate`"
+    p.add_argument('config', help='YAML file of TrainConfig keys')
+    p.add_argument('--snr', help="a saved SNR scan (qspec scan's JSON or a run's snr_before.json): the exact plan without scanning")
+    p.add_argument('--scan', choices=('auto', 'yes', 'no'), default='auto', help='scan the model for the exact plan of a budget (default: auto, up to 3B parameters)')
+    p.add_argument('--json', dest='json_out', help='also write the estimate as JSON to this file')
+    return estimate

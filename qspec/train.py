@@ -18,12 +18,13 @@ from .models import load_tokenizer, resolve_model
 from .data import token_batches, train_val_examples
 from .quant import load_nf4
 from .snr import SNRAnalyzer, SNRResults, load_snr
-from .ranks import LoraPlan, adapter_digest, apply_plan, load_plan, param_groups, plan_budget, plot_plans, plan_tiers, resize
+from .ranks import LoraPlan, adapter_digest, apply_plan, load_plan, param_groups, plot_plans, resize
 from .grouping import Groups, GradientGrouper, export_peft, load_groups, share_adapters
 from .merge import check_merged
 from .stream import checkpoint_params, merge_run, write_quant_settings
 from .config import TrainConfig, check_config, load_config, training_arguments
 from .loss import causal_loss, uses_chunked_loss
+from .estimate import estimate, plan_for
 
 # %% auto #0
 __all__ = ['QspecTrainer', 'check_launch', 'Run', 'plot_losses']
@@ -136,10 +137,8 @@ def _write(self:Run, name:str, write):  # `write` writes to the path it is given
 # %% ../nbs/07_train.ipynb #7a100022
 @patch
 def _plan(self:Run, snr:SNRResults)->LoraPlan:
-    "The config's plan for `snr`: tiers and ranks when given, else the budget"
-    c = self.cfg
-    if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
-    return plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale))
+    "The config's plan for `snr` (`plan_for`: tiers and ranks when given, else the budget)"
+    return plan_for(self.cfg, snr)
 
 # %% ../nbs/07_train.ipynb #7a100026
 @patch
@@ -158,6 +157,9 @@ def _groups(self:Run)->Groups: # the groups of the plan's modules
 def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `model` set
     "Load NF4, scan, plan, group and attach the adapters"
     c = self.cfg
+    est = estimate(c, scan='no')  # from the config alone, before anything is loaded
+    self.metrics['estimated_device_mib'] = est.total / 2**20
+    if self.progress and self.main: print(est, flush=True)
     torch.manual_seed(c.seed)
     self.base = load_nf4(c.model, device=self.device, compute_dtype=self.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
     if self.resuming: self.snr, self.plan = load_snr(self.work/'snr_before.json'), load_plan(self.work/'plan.json')

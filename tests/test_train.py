@@ -1,6 +1,6 @@
 """`qspec train` as users run it: bad configs and data end with one line and exit code 2; a run killed mid-way (or
-while saving) resumes to the same adapter as an uninterrupted one; two CPU processes (DDP over gloo) finish with
-identical adapters."""
+while saving) resumes to the same adapter as an uninterrupted one; two CPU processes (DDP over gloo) with batch b train exactly as
+one process with batch 2b, and processes that plan differently stop with one message."""
 import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -108,15 +108,57 @@ def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+def torchrun(*args, n=2, timeout=900):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={n}', f'--master_port={free_port()}', *args],
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def packed_data(path: Path) -> Path:
+    "Plain texts that pack into full blocks: every batch the same shape, whatever its size"
+    from qspec.data import pydoc_texts
+    path.write_text(''.join(json.dumps(dict(text=t)) + '\n' for t in pydoc_texts()[:60]))
+    return path
+
+
 def test_two_processes(tmp_path, tiny):
-    "DDP over gloo on two CPU processes: both finish, with identical adapters"
-    cfg = config(tmp_path/'d.yaml', **base(tiny, tmp_path/'ddp', steps=4, batch_size=2))
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
-                        '--no-python', str(QSPEC), 'train', str(cfg)], capture_output=True, text=True, env=ENV, timeout=900)
+    "DDP over gloo: two processes with batch b train exactly as one process with batch 2b (losses, gradients and adapter)"
+    kw = dict(steps=4, data=str(packed_data(tmp_path/'texts.jsonl')), packing=True, compute_dtype='float32', resize=False,
+              eval_steps=4, save_steps=4, seed=3)
+    one = config(tmp_path/'one.yaml', **base(tiny, tmp_path/'one', batch_size=4, **kw))
+    r = qspec('train', str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = config(tmp_path/'two.yaml', **base(tiny, tmp_path/'ddp', batch_size=2, **kw))
+    r = torchrun('--no-python', str(QSPEC), 'train', str(two))
     assert r.returncode == 0, r.stderr[-4000:]
-    m = json.loads((tmp_path/'ddp'/'metrics.json').read_text())
-    assert m['world_size'] == 2
-    sha = m['adapter_sha256_per_process']
+    m1, m2 = (json.loads((tmp_path/d/'metrics.json').read_text()) for d in ('one', 'ddp'))
+    assert (m1['world_size'], m2['world_size']) == (1, 2)
+    sha = m2['adapter_sha256_per_process']
     assert len(sha) == 2 and sha[0] == sha[1], sha
-    assert m['eval_loss_after'] < m['eval_loss_before']
-    assert 'adapter_model.safetensors' in os.listdir(tmp_path/'ddp'/'adapter')
+    for key in ('loss', 'grad_norm'):
+        a, b = ([l[key] for l in m['log'] if key in l] for m in (m1, m2))
+        assert len(a) == 4 and len(b) == 4, (a, b)
+        for x, y in zip(a, b): assert abs(x - y) <= 1e-5 * abs(x), (key, a, b)
+    a1, a2 = adapter(tmp_path/'one'), adapter(tmp_path/'ddp')
+    assert a1.keys() == a2.keys()
+    for k in a1: assert (a1[k] - a2[k]).norm() <= 1e-5 * a1[k].norm(), (k, ((a1[k] - a2[k]).norm() / a1[k].norm()).item())
+
+
+def test_processes_must_agree(tmp_path, tiny):
+    "A process that plans differently stops the run on every process, with one message, instead of hanging"
+    script = tmp_path/'differ.py'
+    script.write_text("""import sys
+import qspec.train as T
+orig = T.Run._plan
+def _plan(self, snr):
+    p = orig(self, snr)
+    if self.rank == 1: p.modules[next(iter(p.adapted))]['rank'] += 4
+    return p
+T.Run._plan = _plan
+from qspec.cli import main
+sys.exit(main(['train', sys.argv[1]]))
+""")
+    cfg = config(tmp_path/'d.yaml', **base(tiny, tmp_path/'differ', steps=2, batch_size=2))
+    r = torchrun(str(script), str(cfg), timeout=600)
+    assert r.returncode != 0
+    assert 'qspec: error: process 1 computed a different plan from process 0' in r.stderr, r.stderr[-3000:]
+    assert not (tmp_path/'differ').exists()
