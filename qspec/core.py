@@ -12,7 +12,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'check_device_name', 'pick_device', 'compute_dtype',
            'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes', 'cache_dir',
-           'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'latest_checkpoint', 'save_png']
+           'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint',
+           'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -223,6 +224,18 @@ def check_same(
     bad = [i for i, v in enumerate(vals) if v != vals[0]]
     if bad: raise QspecError(f"process {bad[0]} computed a different {what} from process 0 ({len(bad)} of {len(vals)} processes differ); "
                              f"every process must train the same adapters{'; ' + hint if hint else ''}")
+
+# %% ../nbs/00_core.ipynb #60fe3349
+@contextlib.contextmanager
+def main_process_first():
+    "Run the block on process 0 first, then on the others; one process alone just runs it"
+    import torch
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    main = not dist or torch.distributed.get_rank() == 0
+    if dist and not main: torch.distributed.barrier()
+    try: yield
+    finally:
+        if dist and main: torch.distributed.barrier()
 
 # %% ../nbs/00_core.ipynb #6840dfb3
 def latest_checkpoint(

@@ -224,7 +224,21 @@ def _mapping(
                                  "set columns: {prompt: ..., response: ...} or {text: ...}")
     return m
 
-# %% ../nbs/01a_data.ipynb #d0a7a020
+# %% ../nbs/01a_data.ipynb #a151b5d6
+def _encode_batch(
+    batch:dict, # columns of a batch of rows
+    tok, # tokenizer
+    m:dict, # role -> column
+    max_length:int, # tokens per example
+    overflow:str, # 'truncate' or 'split'
+    seq2seq:bool, # encoder-decoder model
+)->dict: # columns input_ids, attention_mask, labels (rows may become several examples, or none)
+    "The examples of a batch of rows, as columns"
+    if 'prompt' in m: ex = [x for p, r in zip(batch[m['prompt']], batch[m['response']]) for x in encode_pair(tok, str(p), str(r), max_length, overflow, seq2seq)]
+    else: ex = [x for t in batch[m['text']] for x in encode_text(tok, str(t), max_length)]
+    return {k: [e[k] for e in ex] for k in ('input_ids', 'attention_mask', 'labels')}
+
+# %% ../nbs/01a_data.ipynb #dc540596
 def to_examples(
     tok, # tokenizer
     rows, # a `datasets.Dataset` (or a list of dicts)
@@ -235,14 +249,14 @@ def to_examples(
     seq2seq:bool=False, # encoder-decoder model
     name:str='data', # how to call the data in errors
 )->list[dict]: # examples: dict(input_ids, attention_mask, labels)
-    "Tokenized examples from rows of text, by a column mapping"
-    rows = list(rows)
-    if not rows: raise QspecError(f"{name!r} is empty: give data with at least one example")
-    m = _mapping(list(rows[0]), columns, name)
-    if 'prompt' in m:
-        out = [x for r in rows for x in encode_pair(tok, str(r[m['prompt']]), str(r[m['response']]), max_length, overflow, seq2seq)]
-    elif packing and not seq2seq: out = pack_texts(tok, [str(r[m['text']]) for r in rows], max_length)
-    else: out = [x for r in rows for x in encode_text(tok, str(r[m['text']]), max_length)]
+    "Tokenized examples from rows of text, by a column mapping (`datasets.map`, cached for datasets read from files)"
+    if not isinstance(rows, datasets.Dataset): rows = datasets.Dataset.from_list(list(rows))
+    if not len(rows): raise QspecError(f"{name!r} is empty: give data with at least one example")
+    m = _mapping(rows.column_names, columns, name)
+    if packing and 'text' in m and not seq2seq: out = pack_texts(tok, [str(t) for t in rows[m['text']]], max_length)
+    else:
+        kw = dict(tok=tok, m=m, max_length=max_length, overflow=overflow, seq2seq=seq2seq)
+        with _no_bars(): out = rows.map(_encode_batch, batched=True, fn_kwargs=kw, remove_columns=rows.column_names).to_list()
     if not out: raise QspecError(f"{name!r} gave no examples of up to {max_length} tokens (too little text for packing?)")
     return out
 

@@ -10,7 +10,7 @@ import contextlib, json, math, os, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 import torch, torch.nn as nn
-from .core import QspecError, all_gather, atomic_dir, atomic_file, check_same, compute_dtype, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
+from .core import QspecError, all_gather, atomic_dir, atomic_file, check_same, compute_dtype, main_process_first, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
 from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
 from . import models
@@ -117,12 +117,13 @@ class Run:
 # %% ../nbs/07_train.ipynb #0cffa428
 @patch
 def prepare_data(self:Run)->Run: # the run, with `tok`, `train_ex`, `val_ex` and `question` set
-    "Tokenizer, training and validation examples; fails fast on bad data"
+    "Tokenizer, training and validation examples (prepared by the main process first); fails fast on bad data"
     c = self.cfg
     self.tok = load_tokenizer(c.model)
     if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
     s2s = getattr(AutoConfig.from_pretrained(resolve_model(c.model)), 'is_encoder_decoder', False)
-    tr, va, q = train_val_examples(self.tok, c.data, c.split, c.columns, c.val_data, c.val_fraction, c.max_length, c.packing, s2s, c.seed)
+    with main_process_first():  # process 0 tokenizes and caches; the others then read its cache
+        tr, va, q = train_val_examples(self.tok, c.data, c.split, c.columns, c.val_data, c.val_fraction, c.max_length, c.packing, s2s, c.seed)
     self.question = c.question or q
     step = max(1, len(va) // c.max_eval_examples)  # spread the evaluated examples over the whole validation set
     self.train_ex, self.val_ex = tr, va[::step][:c.max_eval_examples]
