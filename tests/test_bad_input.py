@@ -29,6 +29,10 @@ BAD_CONFIGS = {  # YAML text -> part of the message
     'device: tpu': "unknown device 'tpu'",
     'merge_dtype: fp8': 'merge_dtype must be auto, float16 or bfloat16',
     'quant_storage: int4': 'quant_storage must be uint8',
+    'compute_dtype: fp8': 'compute_dtype must be auto, float32, bfloat16 or float16',
+    'device_map: 3': "key 'device_map' must be str or mapping or null",
+    'device_map: balanced_low_1': "device_map must be 'auto' or a mapping",
+    'merge_check_max_params: -1': 'merge_check_max_params must be 0 or more',
     'val_fraction: 1.5': 'val_fraction must be in (0, 1)',
     'group: true': 'group and resize cannot be combined',
     'group_threshold: 2': 'group_threshold must be in [-1, 1]',
@@ -109,6 +113,19 @@ def test_missing_data_and_columns(tmp_path):
     refused(out, 'train', tmp_path/'m.yaml', contains="no column 'answer'")
 
 
+def test_bad_merges(tmp_path):
+    "An adapter for another model, a base that is not there, --out over an input: refused before anything is written"
+    from qspec.models import save_tiny
+    from qspec.stream import random_adapter
+    save_tiny('llama', tmp_path/'a'); save_tiny('gpt2', tmp_path/'b')
+    random_adapter(tmp_path/'a', tmp_path/'ad')
+    out = tmp_path/'merged'
+    refused(out, 'merge', tmp_path/'b', tmp_path/'ad', '--out', out, contains='which is not a linear layer of the base; was it trained on another model?')
+    refused(out, 'merge', tmp_path/'nothing', tmp_path/'ad', '--out', out, contains="directory '" + str(tmp_path/'nothing') + "' does not exist")
+    refused(tmp_path/'x', 'merge', tmp_path/'a', tmp_path/'ad', '--out', tmp_path/'ad', contains='would replace an input')
+    assert (tmp_path/'ad'/'adapter_config.json').exists()
+
+
 def test_bad_checkpoints(tmp_path):
     out = tmp_path/'scan'
     (tmp_path/'bad.safetensors').write_bytes(b'garbage')
@@ -133,13 +150,19 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['group', 'smollm2', '--plan', 'p.json', '--out', '{out}', '--max-size', '1'], '--max-size must be at least 2'),
     (['demo', '--steps', '0', '--out', '{out}'], 'expected a whole number of at least 1'),
     (['memory', 'smollm2', '--chart', '{out}.jpg'], 'expected a .png file name'),
+    (['merge', 'smollm2', '{tmp}/no-adapter', '--out', '{out}'], "adapter directory '{tmp}/no-adapter' does not exist"),
+    (['merge', 'smollm2', '{tmp}', '--out', '{out}'], 'is neither a peft adapter (no adapter_config.json) nor a run directory'),
+    (['merge', 'smollm2', '{tmp}', '--out', '{out}', '--dtype', 'fp8'], "invalid choice: 'fp8'"),
+    (['merge', 'smollm2', '{tmp}'], 'the following arguments are required: --out'),
+    (['estimate', '{tmp}/none.yaml'], 'no config file'),
+    (['estimate', '{tmp}/none.yaml', '--scan', 'maybe'], "invalid choice: 'maybe'"),
 ]
 
 
 @pytest.mark.parametrize('argv,msg', ARGS, ids=[' '.join(a[:3]) for a, _ in ARGS])
 def test_bad_arguments(tmp_path, argv, msg):
     out = tmp_path/'out'
-    refused(out, *[a.format(out=out, tmp=tmp_path) for a in argv], contains=msg)
+    refused(out, *[a.format(out=out, tmp=tmp_path) for a in argv], contains=msg.format(out=out, tmp=tmp_path))
 
 
 def test_front_door_imports_nothing_heavy(tmp_path):
