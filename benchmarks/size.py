@@ -76,6 +76,21 @@ def same_merge(a_dir, b_dir):
     return worst, len(a)
 
 
+def summarize(res):
+    "Ratios: largest against smallest, the pair nearest 4x apart in size, streaming against in-memory"
+    rows = res['sizes']
+    r0, r1 = rows[0], rows[-1]
+    a, b = min(((x, y) for x in rows for y in rows if y['params'] > x['params']), key=lambda p: abs(p[1]['params'] / p[0]['params'] - 4))
+    near = min(rows, key=lambda r: abs(r['params'] - 1.4e9))
+    return dict(size_ratio=r1['params'] / r0['params'], merge_rss_ratio=r1['merge']['rss_mib'] / r0['merge']['rss_mib'],
+                scan_rss_ratio=r1['scan']['rss_mib'] / r0['scan']['rss_mib'],
+                size_ratio_4x=b['params'] / a['params'], merge_rss_ratio_4x=b['merge']['rss_mib'] / a['merge']['rss_mib'],
+                scan_rss_ratio_4x=b['scan']['rss_mib'] / a['scan']['rss_mib'],
+                streaming_vs_in_memory_rss=r0['merge']['rss_mib'] / res['in_memory']['rss_mib'],
+                max_diff_in_f16_ulps=r0['max_diff_in_f16_ulps'],
+                merge_rss_mib_at_1_4b=near['merge']['rss_mib'], params_at_1_4b=near['params'])
+
+
 def plot(res, path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -122,13 +137,7 @@ def main():
         res['sizes'].append(row)
         print(f"{n / 1e9:.2f}B ({mb:,.0f} MiB in {row['shards']} shards): merge {m['rss_mib']:,.0f} MiB peak, {m['seconds']:.0f} s; "
               f"scan {sc['rss_mib']:,.0f} MiB, {sc['seconds']:.0f} s", flush=True)
-    r0, r1 = res['sizes'][0], res['sizes'][-1]
-    res['summary'] = dict(size_ratio=r1['params'] / r0['params'], merge_rss_ratio=r1['merge']['rss_mib'] / r0['merge']['rss_mib'],
-                          scan_rss_ratio=r1['scan']['rss_mib'] / r0['scan']['rss_mib'],
-                          streaming_vs_in_memory_rss=r0['merge']['rss_mib'] / res['in_memory']['rss_mib'],
-                          max_diff_in_f16_ulps=r0['max_diff_in_f16_ulps'])
-    near = min(res['sizes'], key=lambda r: abs(r['params'] - 1.4e9))
-    res['summary'].update(merge_rss_mib_at_1_4b=near['merge']['rss_mib'], params_at_1_4b=near['params'])
+    res['summary'] = summarize(res)
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     plot(res, out.with_suffix('.png'))

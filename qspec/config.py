@@ -63,7 +63,7 @@ class TrainConfig:
     device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
     device_map:typing.Union[str, dict, None]=None # a model larger than one GPU: 'auto' spreads its layers over the visible GPUs, or give {module: device}
     compute_dtype:str='auto' # 'auto' (bfloat16 where the hardware computes it natively, else float32), 'float32', 'bfloat16' or 'float16'
-    quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or the model's float dtype under FSDP ('bfloat16')
+    quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or a float dtype ('bfloat16', as FSDP needs; runs use device_map instead)
     question:typing.Optional[str]=None # asked before and after training (default for the embedded data: a held-out topic)
     resume:bool=True # continue an interrupted run of the same `out` from its latest checkpoint
 
