@@ -77,6 +77,14 @@ def test_cuda_without_gpu(tmp_path):
     refused(out, 'train', tmp_path/'c.yaml', contains='no CUDA GPU')
 
 
+def test_launches_refused(tmp_path, monkeypatch):
+    "FSDP, and device_map under several processes, are refused before any model is loaded"
+    out = tmp_path/'run'
+    (tmp_path/'c.yaml').write_text(f'out: {out}\ndevice: cpu\n')
+    monkeypatch.setenv('ACCELERATE_USE_FSDP', 'true')
+    refused(out, 'train', tmp_path/'c.yaml', contains='FSDP is not supported: the SNR scan, the plan and the merge need whole weight matrices')
+
+
 def test_config_files(tmp_path):
     out = tmp_path/'run'
     refused(out, 'train', tmp_path/'none.yaml', contains='no config file')
