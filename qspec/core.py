@@ -10,10 +10,10 @@ import os, re, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'check_device_name', 'pick_device', 'compute_dtype',
-           'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes', 'cache_dir',
-           'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint',
-           'save_png']
+__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'find_adapter', 'check_device_name', 'pick_device',
+           'compute_dtype', 'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes',
+           'cache_dir', 'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'main_process_first',
+           'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -73,6 +73,17 @@ def read_json(
     except ValueError as e: raise QspecError(f"{str(path)!r} is not valid JSON ({e}); {hint}") from None
     if not isinstance(d, dict) or key not in d: raise QspecError(f"{str(path)!r} is not a {what} (no {key!r}); {hint}")
     return d
+
+# %% ../nbs/00_core.ipynb #3e37899c
+def find_adapter(
+    path:str|Path, # an adapter directory, or a run directory holding `adapter/`
+)->Path: # the adapter directory
+    "The peft adapter directory `path` names, or a clear error"
+    p = Path(path).expanduser()
+    if (p/'adapter'/'adapter_config.json').exists(): return p/'adapter'
+    if (p/'adapter_config.json').exists(): return p
+    if not p.exists(): raise QspecError(f"adapter directory {str(path)!r} does not exist")
+    raise QspecError(f"{str(path)!r} is neither a peft adapter (no adapter_config.json) nor a run directory (no adapter/)")
 
 # %% ../nbs/00_core.ipynb #8c851300
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')

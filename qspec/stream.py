@@ -21,8 +21,8 @@ from .quant import nf4_config
 
 # %% auto #0
 __all__ = ['QUANT_FILE', 'read_header', 'read_tensor', 'write_safetensors', 'meta_model', 'write_shards', 'random_checkpoint',
-           'weight_layout', 'nf4_roundtrip', 'read_adapter', 'quant_settings', 'write_quant_settings',
-           'merge_checkpoint', 'random_adapter', 'checkpoint_params', 'merge_run']
+           'weight_layout', 'nf4_roundtrip', 'adapter_tensors', 'read_adapter', 'quant_settings',
+           'write_quant_settings', 'merge_checkpoint', 'random_adapter', 'checkpoint_params', 'merge_run']
 
 # %% ../nbs/06b_stream.ipynb #a45e3b61
 _ST = {torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float32: 'F32', torch.float64: 'F64', torch.int64: 'I64',
@@ -185,7 +185,7 @@ def nf4_roundtrip(
     return bnb.functional.dequantize_4bit(q, qs).float()
 
 # %% ../nbs/06b_stream.ipynb #cfd7c0d1
-def _adapter_file(
+def adapter_tensors(
     path:Path, # an adapter directory
 )->dict: # name -> tensor
     "The tensors of a peft adapter directory"
@@ -203,7 +203,7 @@ def read_adapter(
     from peft.utils.other import get_pattern_key
     path = Path(path)
     if not (path/'adapter_config.json').exists(): raise QspecError(f"{str(path)!r} is not a peft adapter (no adapter_config.json)")
-    cfg, sd = LoraConfig.from_pretrained(str(path)), _adapter_file(path)
+    cfg, sd = LoraConfig.from_pretrained(str(path)), adapter_tensors(path)
     odd = sorted({k for k in sd if '.lora_A.' not in k and '.lora_B.' not in k})
     if odd: raise QspecError(f"the adapter holds more than LoRA matrices on linear layers (e.g. {odd[0]!r}); merge it in memory with peft's merge_and_unload")
     out = {}

@@ -134,6 +134,25 @@ def test_bad_merges(tmp_path):
     assert (tmp_path/'ad'/'adapter_config.json').exists()
 
 
+def test_bad_exports(tmp_path, monkeypatch):
+    "Targets that cannot take the adapter, a missing llama.cpp, bad types: one line, exit 2, nothing written"
+    import json
+    from qspec.models import save_tiny
+    from qspec.stream import random_adapter
+    save_tiny('llama', tmp_path/'a'); random_adapter(tmp_path/'a', tmp_path/'ad', r=4)
+    out = tmp_path/'export'
+    refused(out, 'export', tmp_path/'ad', '--target', 'gguf', '--quant', 'q3', '--out', out, '--base', tmp_path/'a', contains="unknown quantized type 'q3'")
+    refused(tmp_path/'x', 'export', tmp_path/'ad', '--target', 'vllm', '--out', tmp_path, '--base', tmp_path/'a', contains='would replace an input')
+    cfg = json.loads((tmp_path/'ad'/'adapter_config.json').read_text())
+    (tmp_path/'ad'/'adapter_config.json').write_text(json.dumps(dict(cfg, use_dora=True)))
+    for t in ('vllm', 'sglang', 'lora'):
+        refused(out, 'export', tmp_path/'ad', '--target', t, '--out', out, '--base', tmp_path/'a', contains='DoRA (magnitude vectors) is not LoRA')
+    (tmp_path/'ad'/'adapter_config.json').write_text(json.dumps(cfg))
+    monkeypatch.setitem(sys.modules, 'llama_cpp', None)  # llama.cpp's bindings not installed
+    for t in ('gguf', 'ollama'):
+        refused(out, 'export', tmp_path/'ad', '--target', t, '--out', out, '--base', tmp_path/'a', contains="install them with: pip install 'qspec[gguf]'")
+
+
 def test_bad_checkpoints(tmp_path):
     out = tmp_path/'scan'
     (tmp_path/'bad.safetensors').write_bytes(b'garbage')
@@ -164,6 +183,12 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['merge', 'smollm2', '{tmp}'], 'the following arguments are required: --out'),
     (['estimate', '{tmp}/none.yaml'], 'no config file'),
     (['estimate', '{tmp}/none.yaml', '--scan', 'maybe'], "invalid choice: 'maybe'"),
+    (['export', '{tmp}', '--target', 'tgi', '--out', '{out}'], "invalid choice: 'tgi'"),
+    (['export', '{tmp}/no-run', '--target', 'vllm', '--out', '{out}'], "adapter directory '{tmp}/no-run' does not exist"),
+    (['export', '{tmp}', '--target', 'gguf', '--out', '{out}'], 'is neither a peft adapter (no adapter_config.json) nor a run directory'),
+    (['export', '{tmp}', '--target', 'vllm'], 'the following arguments are required: --out'),
+    (['export', '{tmp}', '--target', 'vllm', '--out', '{out}', '--check', 'maybe'], "invalid choice: 'maybe'"),
+    (['allocate', 'snr.json', '--budget', '100', '--format', 'unsloth', '--out', '{out}'], "invalid choice: 'unsloth'"),
 ]
 
 

@@ -105,3 +105,15 @@ def test_training_pages(page, site):
     page.goto(site + '/tutorials/end_to_end.html')
     imgs = page.eval_on_selector_all('article img', 'els => els.map(e => e.complete && e.naturalWidth)')
     assert len(imgs) >= 5 and all(w and w > 100 for w in imgs), imgs
+
+
+def test_deploy_pages(page, site):
+    "The export references and the executed Deploy tutorial with its parity tables and plot"
+    for p, h in (('portable', 'write_portable'), ('llamacpp', 'gguf_served'), ('export', 'export')):
+        page.goto(f'{site}/{p}.html')
+        assert page.locator(f'h3#{h}').count() == 1, p
+    page.goto(site + '/tutorials/deploy.html')
+    body = page.inner_text('article')
+    assert 'max abs Δlogit' in body and 'lora-gguf on f32 base' in body
+    imgs = page.eval_on_selector_all('article img', 'els => els.map(e => e.complete && e.naturalWidth)')
+    assert imgs and all(w and w > 100 for w in imgs), imgs
