@@ -112,7 +112,7 @@ def test_deploy_pages(page, site):
     for p, h in (('portable', 'write_portable'), ('llamacpp', 'gguf_served'), ('export', 'export')):
         page.goto(f'{site}/{p}.html')
         assert page.locator(f'h3#{h}').count() == 1, p
-    page.goto(site + '/tutorials/deploy.html')
+    page.goto(site + '/tutorials/deploy/deploy.html')
     body = page.inner_text('article')
     assert 'max abs Δlogit' in body and 'lora-gguf on f32 base' in body
     imgs = page.eval_on_selector_all('article img', 'els => els.map(e => e.complete && e.naturalWidth)')
