@@ -2,8 +2,8 @@
 
 Reference (what Spectrum does): load the model in fp32 with transformers, one `torch.linalg.svdvals` per linear
 matrix, Spectrum's formula. qspec: `SNRAnalyzer` on the checkpoint directory (safetensors read tensor by tensor,
-singular values from the Gram matrix). Each runs in its own process, so its time and peak RSS are its own. "work" time starts after Python and torch
-have started (both runs pay that alike, ~2 s here); "process" time is the whole child process.
+singular values from the Gram matrix). Each runs in its own process, so its time and peak RSS are its own. "work" time starts after Python has started and
+imported the same modules in both (torch, transformers, qspec.snr: both runs pay that alike); "process" time is the whole child process.
 Then a scaling run: a synthetic checkpoint four times larger (the layers repeated, sharded like the hub's).
 
 Usage: python benchmarks/snr_scan.py [--out results.json]
@@ -11,21 +11,20 @@ Usage: python benchmarks/snr_scan.py [--out results.json]
 import argparse, json, subprocess, sys, tempfile, time
 from pathlib import Path
 
-REFERENCE = r'''
+PRELUDE = r'''
 import json, sys, time, torch
-t0 = time.perf_counter()  # after Python and torch start, which both runs pay alike
 from transformers import AutoModelForCausalLM
-from qspec.snr import spectrum_snr
+from qspec.snr import SNRAnalyzer, spectrum_snr
+t0 = time.perf_counter()  # after Python and the same imports, which both runs pay alike
+'''
+REFERENCE = PRELUDE + r'''
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
 res = {n: spectrum_snr(torch.linalg.svdvals(mod.weight.detach().float()), *mod.weight.shape).snr
        for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear) and '.layers.' in n}
 hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
 json.dump(dict(snr=res, seconds=time.perf_counter() - t0, rss_mib=hwm), open(sys.argv[2], 'w'))
 '''
-QSPEC = r'''
-import json, sys, time, torch
-t0 = time.perf_counter()  # after Python and torch start, which both runs pay alike
-from qspec.snr import SNRAnalyzer
+QSPEC = PRELUDE + r'''
 r = SNRAnalyzer(sys.argv[1], progress=False).scan()
 hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
 json.dump(dict(snr={x['module']: x['snr'] for x in r.rows}, seconds=time.perf_counter() - t0, rss_mib=hwm), open(sys.argv[2], 'w'))

@@ -14,8 +14,8 @@ from .core import QspecError, atomic_file, check_device_name, find_adapter, chec
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['PLAN_FORMATS', 'EXPORT_TARGETS', 'command', 'main', 'demo', 'train', 'memory', 'convert', 'scan', 'allocate', 'group',
-           'merge', 'export', 'estimate']
+__all__ = ['COMPARE_ARMS', 'PLAN_FORMATS', 'EXPORT_TARGETS', 'command', 'main', 'demo', 'train', 'compare', 'memory', 'convert',
+           'scan', 'allocate', 'group', 'merge', 'export', 'estimate']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -105,7 +105,8 @@ def _summary(
              f"trainable parameters: {m['trainable_params']:,} in {m['adapted_modules']} of {m['modules']} modules "
              f"({m['trainable_params'] / m['all_layer_qlora_params']:.2f}× QLoRA r=16 on every linear layer: {m['all_layer_qlora_params']:,})",
              f"peak memory: {m['peak_memory_mib']:,.0f} MiB; {m['tokens_per_second']:,.0f} tokens/s; compute dtype {m['compute_dtype']}"]
-    if m.get('resized_modules'): lines.append(f"re-scan: {m['resized_modules']} modules changed rank (validation loss after resizing {m.get('eval_loss_resized', float('nan')):.4f})")
+    if m.get('resized_modules'): lines.append(f"re-scan: {m['resized_modules']} modules changed rank; validation loss {m['eval_loss_trained']:.4f} before "
+                                              f"resizing, {m['eval_loss_resized']:.4f} right after; 'after' above is the saved model's")
     mc = m.get('merge_check')
     if mc: lines.append(f"merged ({mc['stored_dtype']}) vs adapter: max |Δlogit| {mc['max_abs']:.4f} (logits up to {mc['logit_range']:.1f}), max |Δprob| {mc['prob_max_abs']:.5f}")
     lines += [f"answer {w}: {m[f'answer_{w}']}" for w in ('before', 'after') if f'answer_{w}' in m]
@@ -166,6 +167,40 @@ def _train_args(p):
     p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys')
     p.add_argument('--example', action='store_true', help='print a commented config with every default')
     return train
+
+# %% ../nbs/09_cli.ipynb #a5f05d55
+def compare(
+    config:str|None=None, # YAML file of `TrainConfig` keys (default: every default: the embedded model and data)
+    arms:list|None=None, # arms to run (default: all)
+    seeds:int=5, # seeds per arm at its best learning rate
+    lrs:list|None=None, # base learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)
+    out:str='runs/compare', # folder for compare.json, compare.md and compare.png
+    quick:bool=False, # check the harness: two steps of 2 × 64 tokens, 4 eval examples, one rate, two seeds
+)->'Comparison': # the results
+    "Train qspec's choices and the alternatives at one budget; print the table and the verdicts"
+    from dataclasses import replace
+    from qspec.config import TrainConfig, load_config
+    cfg = load_config(config) if config else TrainConfig()
+    if quick: cfg, lrs, seeds = replace(cfg, steps=2, batch_size=2, max_length=min(cfg.max_length, 64), max_eval_examples=4), lrs or [cfg.lr], 2
+    from qspec.compare import check_study, compare as study
+    check_study(arms or ['snr'], seeds, lrs or [cfg.lr])
+    c = study(cfg, arms, seeds, lrs, out)
+    print(c._repr_markdown_(), f"\nwritten: {Path(out)/'compare.md'}, compare.json, compare.png", sep='\n', flush=True)
+    return c
+
+# %% ../nbs/09_cli.ipynb #a28ecfe4
+COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
+
+@command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over seeds, with 95 % intervals")
+def _compare_args(p):
+    "Arguments of `qspec compare`"
+    p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys (default: the defaults, on the embedded model and data)')
+    p.add_argument('--arms', type=_list(str, 'arm names'), help='comma-separated arms (default: all): ' + ', '.join(COMPARE_ARMS))
+    p.add_argument('--seeds', type=_positive, default=5, help='seeds per arm at its best learning rate (default: 5)')
+    p.add_argument('--lrs', type=_floats, help="comma-separated learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)")
+    p.add_argument('--out', default='runs/compare', help='folder for compare.json, compare.md, compare.png (default: runs/compare)')
+    p.add_argument('--quick', action='store_true', help='check the harness in minutes: 2 steps per run, 2 seeds, one rate')
+    return compare
 
 # %% ../nbs/09_cli.ipynb #2e11837f
 def memory(

@@ -231,8 +231,9 @@ def rescan(self:Run)->Run: # the run, with `snr_after` (and `plan_resized`) set
         self.metrics['resize_error'] = math.sqrt(sum(e * e for e in err.values()))
         self.plan = new
         tr = self.trainer(c.resize_steps or 1, self.work/'resized')
-        self.metrics['eval_loss_resized'] = tr.evaluate()['eval_loss']
-        if c.resize_steps:
+        self.metrics.update(eval_loss_trained=self.metrics['eval_loss_after'], eval_loss_resized=tr.evaluate()['eval_loss'])
+        self.metrics['eval_loss_after'] = self.metrics['eval_loss_resized']  # what is saved: the resized model ...
+        if c.resize_steps:  # ... or, trained on at the new ranks, that one
             tr.train()
             self.metrics['eval_loss_after'] = tr.evaluate()['eval_loss']
             self.log += [dict(l, step=l.get('step', 0) + c.steps) for l in tr.state.log_history]

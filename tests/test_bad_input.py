@@ -189,6 +189,12 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['export', '{tmp}', '--target', 'vllm'], 'the following arguments are required: --out'),
     (['export', '{tmp}', '--target', 'vllm', '--out', '{out}', '--check', 'maybe'], "invalid choice: 'maybe'"),
     (['allocate', 'snr.json', '--budget', '100', '--format', 'unsloth', '--out', '{out}'], "invalid choice: 'unsloth'"),
+    (['compare', '{tmp}/none.yaml', '--out', '{out}'], 'no config file'),
+    (['compare', '--seeds', '0', '--out', '{out}'], 'expected a whole number of at least 1'),
+    (['compare', '--seeds', '1', '--out', '{out}'], 'seeds must be at least 2 for an interval'),
+    (['compare', '--lrs', 'fast', '--out', '{out}'], 'expected comma-separated numbers'),
+    (['compare', '--lrs', '0', '--out', '{out}'], 'learning rates must be positive numbers'),
+    (['compare', '--arms', 'snr,lora-xs', '--out', '{out}'], "unknown arm 'lora-xs'"),
 ]
 
 
