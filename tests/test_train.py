@@ -33,7 +33,7 @@ def config(path: Path, **kw) -> Path:
 
 def base(tiny, out, **kw):
     return dict(dict(model=str(tiny), out=str(out), steps=8, max_length=64, budget=6000, eval_steps=4, save_steps=2,
-                     logging_steps=1, max_eval_examples=8, lr=3e-3, device='cpu', merge=False), **kw)
+                     logging_steps=1, max_eval_examples=8, lr=3e-3, device='cpu', merge=False, resize=False), **kw)
 
 
 def one_error(r, text):
