@@ -191,7 +191,7 @@ def compare(
 # %% ../nbs/09_cli.ipynb #a28ecfe4
 COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
 
-@command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over seeds, with 95 % intervals")
+@command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over several seeds, with confidence intervals")
 def _compare_args(p):
     "Arguments of `qspec compare`"
     p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys (default: the defaults, on the embedded model and data)')
