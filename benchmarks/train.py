@@ -9,6 +9,13 @@ checkpointing (the same for every arm; it trades time for memory and changes no 
 million LoRA parameters (`qlora` at its own size); each arm's learning rate is the best of 3e-4, 1e-3 and 3e-3 on
 seed 0, and the figures are over seeds 1-5 at that rate (eval loss on 32 validation examples).
 
+Part 1b, the study at the shipped defaults (`--part defaults`; flat learning-rate multipliers): the same setup,
+with the learning rate the best of 1e-3, 3e-3 and 1e-2 on seed 0 (part 1's best was often its top rate), for the
+allocation (`snr` against `snr-inverse`, `uniform` and `random`) and for the signals that might say which modules
+can share an update: gradient similarity (`similar`, control `random-pairs`), input similarity (`activation`), and
+neighbouring layers sharing only their A or only their B factor (`share-a`, `share-b`, each against random pairs
+of the same sizes and ranks).
+
 Part 2, the savings: qspec's default against peft's QLoRA recipe as peft documents it, changing one thing at a
 time, each configuration in its own process for 6 steps of 4 × 256 tokens with gradient checkpointing (the
 setting both recipes ship with): median step time and peak training memory (RSS sampled every 5 ms during the
@@ -20,31 +27,32 @@ steps, above the RSS once the model is ready; glibc's mmap threshold fixed so th
                embeddings;
   qspec        the SNR plan with the backward pass stopping at the lowest adapter (qspec's default).
 
-Usage: python benchmarks/train.py [--part study|savings|all] [--seeds 5] [--steps 16] [--out benchmarks/results]
+Usage: python benchmarks/train.py [--part study|defaults|savings|all] [--seeds 5] [--steps 16] [--out benchmarks/results]
 """
-import argparse, json, os, statistics, subprocess, sys, threading, time
+import argparse, json, os, statistics, subprocess, sys, time
 from pathlib import Path
 
 STUDY = dict(max_length=64, batch_size=4, steps=16, max_eval_examples=32, gradient_checkpointing=False, budget=1_000_000, lr=1e-3)
 LRS = [3e-4, 1e-3, 3e-3]
+ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'resize', 'qlora', 'eva')
+DEFAULTS = ('snr', 'snr-inverse', 'uniform', 'random', 'similar', 'random-pairs', 'activation', 'share-a', 'random-share-a', 'share-b', 'random-share-b')
+DEFAULTS_LRS = [1e-3, 3e-3, 1e-2]
 SAVINGS = ('qlora', '+chunked', '+plan', 'qspec')
 
 
-def study(out: Path, seeds: int, steps: int):
-    "Part 1: every arm at its best learning rate over `seeds` seeds"
+def study(out: Path, seeds: int, steps: int, arms=ARMS, lrs=LRS, name='compare'):
+    "Part 1: each of `arms` at its best learning rate of `lrs` over `seeds` seeds, into out/`name`"
     from qspec.compare import compare
     t0 = time.perf_counter()
-    c = compare(dict(STUDY, steps=steps, out=str(out/'unused')), seeds=seeds, lrs=LRS, out=out/'compare')
+    c = compare(dict(STUDY, steps=steps, out=str(out/'unused')), arms=arms, seeds=seeds, lrs=lrs, out=out/name)
     print(c._repr_markdown_(), f"\n{time.perf_counter() - t0:.0f} s", flush=True)
-
-
-def rss_mib() -> float: return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 def child(kind: str, steps: int) -> dict:
     "Part 2, one configuration: build, train `steps` steps of 4 × 256 tokens, measure"
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from qspec.compare import train_memory
     from qspec.core import compute_dtype
     from qspec.data import pydoc_examples, to_examples
     from qspec.estimate import plan_for
@@ -71,17 +79,14 @@ def child(kind: str, steps: int) -> dict:
         if kind == 'qlora': return pm(**b).loss
         s, n = causal_loss(pm, head, b); return s / n
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
-    pm.train()
-    start, peak, stop, times = rss_mib(), [0.0], [False], []
-    def sample():
-        while not stop[0]: peak[0] = max(peak[0], rss_mib()); time.sleep(0.005)
-    th = threading.Thread(target=sample, daemon=True); th.start()
-    for b in bs:
-        t0 = time.perf_counter()
-        loss(b).backward(); opt.step(); opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    stop[0] = True; th.join()
-    return dict(kind=kind, step_s=statistics.median(times[1:]), train_mem_mib=peak[0] - start,
+    pm.train(); times = []
+    def train():
+        for b in bs:
+            t0 = time.perf_counter()
+            loss(b).backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+    mem = train_memory(train)[1]  # RSS sampled every 5 ms, above the RSS before the first step
+    return dict(kind=kind, step_s=statistics.median(times[1:]), train_mem_mib=mem,
                 trainable=sum(p.numel() for p in pm.parameters() if p.requires_grad))
 
 
@@ -100,15 +105,16 @@ def savings(out: Path, steps: int = 6) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--part', default='all', choices=['study', 'savings', 'all'], help='which part to run (default: all)')
+    ap.add_argument('--part', default='all', choices=['study', 'defaults', 'savings', 'all'], help='which part to run (default: all)')
     ap.add_argument('--seeds', type=int, default=5, help='seeds per arm at its best learning rate (default: 5)')
     ap.add_argument('--steps', type=int, default=16, help='training steps per run of the study (default: 16)')
-    ap.add_argument('--out', default=str(Path(__file__).parent/'results'), help='folder for compare/ and savings.json')
+    ap.add_argument('--out', default=str(Path(__file__).parent/'results'), help='folder for compare/, defaults/ and savings.json')
     ap.add_argument('--child', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child: json.dump(child(a.child, a.steps), sys.stdout); return
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     if a.part in ('study', 'all'): study(out, a.seeds, a.steps)
+    if a.part in ('defaults', 'all'): study(out, a.seeds, a.steps, DEFAULTS, DEFAULTS_LRS, 'defaults')
     if a.part in ('savings', 'all'): savings(out)
 
 

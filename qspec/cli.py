@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys, json, argparse
 from pathlib import Path
 from . import __version__
-from .core import QspecError, atomic_file, check_device_name, find_adapter, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
+from .core import ALLOCATIONS, QspecError, atomic_file, check_allocation, check_device_name, find_adapter, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
 # The library modules are imported inside each command, not here: they import torch and transformers (≈10 s on
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
@@ -189,7 +189,8 @@ def compare(
     return c
 
 # %% ../nbs/09_cli.ipynb #a28ecfe4
-COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
+COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'activation',
+                'share-a', 'random-share-a', 'share-b', 'random-share-b', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
 
 @command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over several seeds, with confidence intervals")
 def _compare_args(p):
@@ -316,14 +317,15 @@ def _model_module_names(
 
 # %% ../nbs/09_cli.ipynb #6c000021
 def _check_allocate(
-    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, # as `allocate`
+    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', # as `allocate`
 ):
     "The argument checks of `allocate`, before any file is read (those of the allocator, without torch)"
     if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
     if tiers is not None: check_tiers(tiers, ranks or [])
     else: check_rank_range(min_rank, max_rank, step)
     if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
-    check_lr_scale(lr_scale)
+    check_lr_scale(lr_scale); check_allocation(allocation, '--allocation')
+    if tiers is not None and allocation != 'snr': raise QspecError(f"--allocation {allocation} spends a budget: give --budget instead of --tiers")
 
 # %% ../nbs/09_cli.ipynb #a36b7cb0
 PLAN_FORMATS = ('plan', 'peft', 'axolotl', 'spectrum')
@@ -355,16 +357,17 @@ def allocate(
     step:int=4, # budget mode: ranks are multiples of this
     alpha:float=16, # LoRA alpha
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
-    lr_scale:list[float]=(0.5, 2.0), # learning-rate multiplier range
+    lr_scale:list[float]=(1.0, 1.0), # learning-rate multiplier range (flat, as `TrainConfig`)
+    allocation:str='snr', # budget mode: how the budget is spent, one of `ALLOCATIONS`
     model:str|None=None, # check the plan against this model's modules
     fmt:str='plan', # one of `PLAN_FORMATS`: qspec's plan, peft's LoraConfig, Axolotl or Spectrum
 )->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
-    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale)
+    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation)
     from qspec.snr import load_snr
-    from qspec.ranks import plan_budget, plan_tiers, check_plan
+    from qspec.ranks import allocate as spend, plan_budget, plan_tiers, check_plan
     snr = load_snr(snr_json)
-    if budget is not None: plan = plan_budget(snr, budget, min_rank, max_rank, step, alpha, rslora, tuple(lr_scale))
+    if budget is not None: plan = spend(plan_budget(snr, budget, min_rank, max_rank, step, alpha, rslora, tuple(lr_scale)), allocation, budget, alpha)
     else: plan = plan_tiers(snr, tuple(tiers), tuple(ranks or ()), alpha, rslora, tuple(lr_scale))
     if model: check_plan(plan, _model_module_names(model))
     _write_plan(plan, out, fmt, model)
@@ -387,7 +390,8 @@ def _allocate_args(p):
     p.add_argument('--step', type=_positive, default=4, help='ranks are multiples of this (budget mode)')
     p.add_argument('--alpha', type=_checked(float, lambda v: v > 0, 'a positive number'), default=16)
     p.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
-    p.add_argument('--lr-scale', type=_floats, default=[0.5, 2.0], help='learning-rate multiplier range, e.g. 0.5,2')
+    p.add_argument('--lr-scale', type=_floats, default=[1.0, 1.0], help='learning-rate multiplier range, e.g. 0.5,2 (default: flat)')
+    p.add_argument('--allocation', choices=ALLOCATIONS, default='snr', help='how a budget is spent: snr (ranks rising with SNR, default), inverse, uniform (one rank everywhere) or spectrum (one rank, top 25 percent)')
     p.add_argument('--model', help="check the plan against this model's modules")
     p.add_argument('--format', dest='fmt', choices=PLAN_FORMATS, default='plan', help="plan (qspec's JSON, default), peft (LoraConfig JSON), axolotl (YAML + initial adapter) or spectrum (unfrozen_parameters YAML)")
     p.add_argument('--out', required=True, help='file to write')

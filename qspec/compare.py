@@ -14,24 +14,24 @@ import torch
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from transformers import TrainerCallback
-from .core import QspecError, atomic_dir, peak_memory_mib, save_png
+from .core import QspecError, atomic_dir, peak_memory_mib, rss_mib, save_png
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .estimate import plan_for
-from .grouping import Groups, GradientGrouper, share_adapters
+from .grouping import Groups, GradientGrouper, activation_signatures, share_adapters, signature_groups
 from .quant import load_nf4
-from .ranks import LoraPlan, apply_plan, resize
+from .ranks import LoraPlan, apply_plan, deal, inverse_plan, one_rank_plan, resize
 from .snr import SNRAnalyzer
 from .train import Run
 
 # %% auto #0
-__all__ = ['ARMS', 'deal', 'inverse_plan', 'random_plan', 'flat_lr_plan', 'one_rank_plan', 'plot_arms', 'similar_pairs',
-           'random_pairs', 'StepTimes', 'train_memory', 'arm_model', 'train_arm', 'interval', 'paired', 'arm_process',
-           'check_study', 'Comparison', 'load_comparison', 'compare']
+__all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'plot_arms', 'similar_pairs', 'random_pairs', 'activation_pairs',
+           'neighbour_pairs', 'arm_groups', 'StepTimes', 'train_memory', 'arm_model', 'train_arm', 'interval', 'paired',
+           'arm_process', 'check_study', 'Comparison', 'load_comparison', 'compare']
 
 # %% ../nbs/07a_compare.ipynb #b7777915
 ARMS = {
-    'snr': "qspec's default: ranks and learning-rate multipliers rising with SNR within each type (`plan_for`)",
+    'snr': "qspec's default: ranks (and any learning-rate multipliers) rising with SNR within each type (`allocation: snr`)",
     'snr-inverse': "the same ranks and multipliers dealt in reverse SNR order: rank rising as SNR falls",
     'snr-flat-lr': "the default plan's ranks, every learning-rate multiplier 1",
     'random': "the default plan's ranks and multipliers dealt to random modules of each type",
@@ -39,31 +39,15 @@ ARMS = {
     'spectrum': "Spectrum's choice, the top 25 % modules of each type by SNR, one rank fitted to the budget, multipliers 1",
     'similar': "the default plan with modules paired by gradient similarity, each pair sharing one adapter",
     'random-pairs': "the same pair sizes and ranks as `similar`, members drawn at random",
+    'activation': "the default plan with modules paired by the similarity of their inputs (a sketch of each input's second moment)",
+    'share-a': "the default plan with neighbouring adapted layers of a type paired, each pair sharing its input-side factor A",
+    'random-share-a': "the same pairs' sizes and ranks as `share-a`, members drawn at random, sharing A",
+    'share-b': "as `share-a`, each pair sharing its output-side factor B instead",
+    'random-share-b': "the same pairs' sizes and ranks as `share-b`, members drawn at random, sharing B",
     'resize': "re-scan and resize after three quarters of the steps, then train the rest",
     'qlora': "peft's QLoRA recipe: r=16, alpha 32, dropout 0.05 on all linear layers (not budget-matched)",
     'eva': "peft's EVA: ranks redistributed by the SVD of each layer's inputs, at the `uniform` arm's average rank",
 }
-
-# %% ../nbs/07a_compare.ipynb #5f98165c
-def deal(
-    plan:LoraPlan, # a plan
-    order, # callable: list of module names (most important first) -> the modules that receive its entries, in order
-    how:str, # recorded in the plan's meta
-)->LoraPlan: # the plan with each (type, shape)'s rank, alpha, multiplier and tier dealt in `order`
-    "Move a plan's entries between modules of one type and shape: the same parameters, other places"
-    mods, by, P = {m: dict(v) for m, v in plan.modules.items()}, {}, plan.modules
-    for m, v in P.items(): by.setdefault((v['type'], tuple(v['shape'])), []).append(m)
-    for ms in by.values():
-        ms = sorted(ms, key=lambda m: (-P[m]['importance'], m))
-        for a, b in zip(ms, order(ms)): mods[b].update({k: P[a][k] for k in ('rank', 'alpha', 'lr_scale', 'tier')})
-    return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, dealt=how))
-
-# %% ../nbs/07a_compare.ipynb #44a96fb1
-def inverse_plan(
-    plan:LoraPlan, # a plan
-)->LoraPlan: # the most important module's entry goes to the least important
-    "The plan with rank and multiplier rising as SNR falls, within each type"
-    return deal(plan, lambda ms: ms[::-1], 'inverse')
 
 # %% ../nbs/07a_compare.ipynb #91561b61
 def random_plan(
@@ -81,25 +65,6 @@ def flat_lr_plan(
     "The plan's ranks without its learning-rate multipliers"
     mods = {m: dict(v, lr_scale=1.0 if v['rank'] else 0.0) for m, v in plan.modules.items()}
     return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, lr_scale=[1.0, 1.0]))
-
-# %% ../nbs/07a_compare.ipynb #3fb785d0
-def one_rank_plan(
-    plan:LoraPlan, # a plan of the model (its modules, shapes and importances)
-    budget:int, # trainable parameters, at most
-    share:float=100, # top % of each type by SNR that gets an adapter
-    alpha:float=16, # LoRA alpha
-)->LoraPlan: # the chosen modules at one rank, multipliers 1
-    "One rank on the top `share` % of each type, as large as `budget` allows"
-    by = {}
-    for m, v in plan.modules.items(): by.setdefault(v['type'], []).append(m)
-    pick = {m for ms in by.values() for m in sorted(ms, key=lambda m: -plan.modules[m]['importance'])[:max(1, round(len(ms) * share / 100))]}
-    cost = sum(sum(plan.modules[m]['shape']) for m in pick)
-    r = min(budget // cost, *(min(plan.modules[m]['shape']) for m in pick))
-    if r < 1: raise QspecError(f"a budget of {budget:,} parameters cannot give rank 1 to the top {share} % of each type "
-                               f"({cost:,} parameters per rank); raise the budget")
-    mods = {m: dict(v, rank=r if m in pick else 0, alpha=alpha if m in pick else 0, lr_scale=1.0 if m in pick else 0.0,
-                    tier='adapted' if m in pick else 'frozen') for m, v in plan.modules.items()}
-    return LoraPlan(mods, plan.rslora, plan.name, dict(method='one rank', budget=budget, share=share, rank=r, alpha=alpha))
 
 # %% ../nbs/07a_compare.ipynb #b263d2df
 def plot_arms(
@@ -137,6 +102,42 @@ def random_pairs(
         for g in gs: out.append(dict(g, members=sorted(ms[:len(g['members'])]))); ms = ms[len(g['members']):]
     return Groups(out, groups.similarity, groups.zero, groups.threshold, False)
 
+# %% ../nbs/07a_compare.ipynb #5b0a6aaa
+def activation_pairs(
+    model, # the base model, without adapters
+    plan:LoraPlan, # the plan whose adapted modules are paired
+    batches:list, # calibration token batches
+)->Groups: # pairs (and any odd one out) of the most similar inputs
+    "Pairs of same-type modules whose input sketches agree most"
+    sigs = activation_signatures(model, sorted(plan.adapted), batches, progress=False)
+    return signature_groups(plan, sigs, -1.0, contiguous=False, max_size=2, what='input')
+
+# %% ../nbs/07a_compare.ipynb #8bc136d9
+def neighbour_pairs(
+    plan:LoraPlan, # the plan whose adapted modules are paired
+)->Groups: # consecutive adapted modules of each type and shape, two by two
+    "Pairs of neighbouring adapted modules of each type and shape, in layer order"
+    ad, by = plan.adapted, {}
+    for m in sorted(ad, key=lambda m: ad[m]['layer']): by.setdefault((ad[m]['type'], tuple(ad[m]['shape'])), []).append(m)
+    out = [dict(type=t, shape=list(s), rank=max(ad[m]['rank'] for m in ms[i:i + 2]), members=ms[i:i + 2])
+           for (t, s), ms in sorted(by.items()) for i in range(0, len(ms), 2)]
+    return Groups(out, {}, [], -1.0, True)
+
+# %% ../nbs/07a_compare.ipynb #5f03a177
+def arm_groups(
+    arm:str, # one of `ARMS`
+    model, # the base model, without adapters
+    plan:LoraPlan, # the default plan
+    batches:list, # calibration token batches
+    seed:int, # the random controls' draw
+)->tuple: # (Groups or None, the factors shared: 'AB', 'A' or 'B')
+    "The groups an arm trains, if any, and what their members share"
+    if arm in ('similar', 'random-pairs'): g, parts = similar_pairs(model, plan, batches), 'AB'
+    elif arm == 'activation': g, parts = activation_pairs(model, plan, batches), 'AB'
+    elif arm.endswith(('share-a', 'share-b')): g, parts = neighbour_pairs(plan), arm[-1].upper()
+    else: return None, 'AB'
+    return (random_pairs(g, seed) if arm.startswith('random') else g), parts
+
 # %% ../nbs/07a_compare.ipynb #52a59d7a
 class StepTimes(TrainerCallback):
     "A `Trainer` callback keeping the seconds each optimizer step took, in `times`"
@@ -162,10 +163,6 @@ def on_step_end(self:StepTimes,
     "Keep the step's duration"
     if self._t is not None: self.times.append(time.perf_counter() - self._t)
 
-# %% ../nbs/07a_compare.ipynb #949486e0
-def _rss_mib()->float: # this process's resident set now
-    import os; return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-
 # %% ../nbs/07a_compare.ipynb #6190fbe6
 def train_memory(
     fn, # the training to run
@@ -175,9 +172,9 @@ def train_memory(
     if device.startswith('cuda'):
         torch.cuda.synchronize(device); start = torch.cuda.memory_allocated(device); torch.cuda.reset_peak_memory_stats(device)
         res = fn(); return res, (torch.cuda.max_memory_allocated(device) - start) / 2**20
-    start, peak, stop = _rss_mib(), [0.0], threading.Event()
+    start, peak, stop = rss_mib(), [0.0], threading.Event()
     def sample():
-        while not stop.is_set(): peak[0] = max(peak[0], _rss_mib()); time.sleep(0.005)
+        while not stop.is_set(): peak[0] = max(peak[0], rss_mib()); time.sleep(0.005)
     th = threading.Thread(target=sample, daemon=True); th.start()
     try: res = fn()
     finally: stop.set(); th.join()
@@ -211,17 +208,14 @@ def arm_model(
     base = load_nf4(c.model, device=run.device, compute_dtype=run.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
     torch.manual_seed(seed)
     if arm in ('qlora', 'eva'): return _peft_arm(run, base, arm, one_rank_plan(plan, c.budget).meta['rank']), None
-    groups = None
-    if arm in ('similar', 'random-pairs'):
-        groups = similar_pairs(base, plan, run.calibration)
-        if arm == 'random-pairs': groups = random_pairs(groups, seed)
-        plan = groups.grouped_plan(plan)
+    groups, parts = arm_groups(arm, base, plan, run.calibration, seed)
+    if groups: plan = groups.grouped_plan(plan)
     else: plan = {'snr': plan, 'resize': plan, 'snr-inverse': inverse_plan(plan), 'snr-flat-lr': flat_lr_plan(plan),
                   'random': random_plan(plan, seed), 'uniform': one_rank_plan(plan, c.budget, 100, c.alpha),
                   'spectrum': one_rank_plan(plan, c.budget, 25, c.alpha)}[arm]
     torch.manual_seed(seed)
     pm = apply_plan(base, plan, gradient_checkpointing=c.gradient_checkpointing)
-    if groups: share_adapters(pm, groups)
+    if groups: share_adapters(pm, groups, parts)
     return pm, plan
 
 # %% ../nbs/07a_compare.ipynb #19873186
@@ -284,7 +278,7 @@ def _arm_worker(
     seeds:int, # seeds at the best rate
 )->dict: # grid, best_lr, runs, peak_mib
     "One arm's whole study, in its own process"
-    run = Run(cfg, progress=False).prepare_data()
+    run = Run(dict(cfg, allocation='snr'), progress=False).prepare_data()  # the arms start from the SNR plan
     run.calibration = token_batches(run.tok, [run.tok.decode(e['input_ids']) for e in run.train_ex[:64]], 4,
                                     run.cfg.batch_size, min(run.cfg.max_length, 128), seed=0)
     c = run.cfg
@@ -355,6 +349,17 @@ def verdicts(self:Comparison)->list[str]: # one sentence per arm compared with t
         out.append(f"{r['arm']}: eval loss {abs(v['diff']):.4f} {what} than {self.reference} (± {v['half']:.4f}, paired over {r['n']} seeds): "
                    + (f"resolved, {r['arm']} is {'better' if v['diff'] < 0 else 'worse'}" if v['resolved'] else "not resolved"))
     return out
+
+# %% ../nbs/07a_compare.ipynb #8cdcc206
+@patch
+def versus(self:Comparison,
+    arm:str, # an arm of the comparison
+    other:str, # the arm it is compared with, over the same seeds
+)->dict: # diff (arm's mean eval loss minus other's), half (95 % half-width), resolved
+    "The paired difference between two arms of the comparison"
+    for a in (arm, other):
+        if a not in self.arms: raise QspecError(f"no arm {a!r} in this comparison; it has: {', '.join(self.arms)}")
+    return paired(*([r['eval_loss'] for r in self.arms[a]['runs']] for a in (arm, other)))
 
 # %% ../nbs/07a_compare.ipynb #33e039cb
 @patch

@@ -6,12 +6,12 @@ Docs: https://qspec-dev.github.io/qspec/config.html.md"""
 
 # %% ../nbs/06a_config.ipynb #c0f00003
 from __future__ import annotations
-import ast, difflib, importlib.util, json, typing
+import ast, difflib, importlib.util, json, re, typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 import yaml
 from fastcore.docments import docments
-from .core import QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
+from .core import ALLOCATIONS, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
 
 # %% auto #0
 __all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'training_arguments', 'config_schema',
@@ -31,20 +31,21 @@ class TrainConfig:
     max_length:int=256 # tokens per example; longer answers are truncated (the embedded data: split)
     packing:bool=False # plain text: pack texts into full blocks of `max_length`
     max_eval_examples:int=32 # validation examples evaluated (before, during and after training)
-    budget:int=1_000_000 # trainable LoRA parameters, placed by SNR (`plan_budget`)
+    budget:int=1_000_000 # trainable LoRA parameters, placed by `allocation`
+    allocation:str='snr' # how the budget is spent: 'snr' (ranks rising with SNR), 'inverse', 'uniform' (one rank everywhere) or 'spectrum' (one rank, top 25 %); snr: in the training benchmark at 5 seeds neither uniform (-0.010 ± 0.019 eval loss) nor inverse (+0.011 ± 0.025) was resolved from it, and uniform's step took 1.2× as long
     min_rank:int=4 # smallest adapter rank with a budget
     max_rank:int=64 # largest adapter rank with a budget
     tiers:typing.Optional[list]=None # instead of a budget: cumulative top-% per type, e.g. [25, 50]
     ranks:typing.Optional[list]=None # with `tiers`: the rank of each tier, e.g. [32, 8]
     alpha:float=16 # LoRA alpha (rsLoRA scaling alpha/sqrt(r))
-    lr_scale:list=(1.0, 1.0) # learning-rate multiplier range, least to most important module (flat: the training benchmark's snr-flat-lr arm beat SNR multipliers 0.5–2)
-    group:bool=False # let modules whose gradients agree share one adapter (off: in the training benchmark, pairs by gradient similarity did no better than random pairs)
-    group_threshold:float=0.9 # cosine similarity needed to share (0.9 forms no group on the embedded model: sharing only where gradients nearly coincide)
+    lr_scale:list=(1.0, 1.0) # learning-rate multiplier range, least to most important module (flat: in the training benchmark flat multipliers beat SNR multipliers 0.5–2 by 0.088 ± 0.026 eval loss)
+    group:bool=False # let modules whose gradients agree share one adapter (off: in the grouping benchmark no signal chose partners better than random pairs, and pairs sharing an adapter lost 0.016 ± 0.013 eval loss)
+    group_threshold:float=0.9 # cosine similarity needed to share (0.9: share only where gradients nearly coincide; gradient similarity predicted nothing at threshold -1, so sharing is not pushed lower)
     group_max_size:typing.Optional[int]=None # largest group
     steps:int=40 # optimizer steps
     batch_size:int=4 # examples per step and process
     grad_accum:int=1 # gradient accumulation steps
-    lr:float=1e-3 # base learning rate (times each module's multiplier); the benchmark's best for 16 short steps was 3e-3 for most arms: run `qspec compare` on yours
+    lr:float=3e-3 # base learning rate (times each module's multiplier); 3e-3: the training benchmark's best of 1e-3, 3e-3 and 1e-2 for every arm, and on the demo's 40 steps 2.522 eval loss against 2.601 at 1e-3
     warmup_steps:int=2 # linear warm-up
     scheduler:str='cosine' # any `transformers` scheduler name: cosine, linear, constant, ...
     weight_decay:float=0.0 # AdamW weight decay
@@ -55,8 +56,8 @@ class TrainConfig:
     seed:int=0 # seed of adapters' initialisation and data order
     gradient_checkpointing:bool=True # recompute activations in the backward pass (non-reentrant)
     chunked_loss:bool=True # loss in chunks over labelled positions only (falls back to the model's loss where unsupported)
-    resize:bool=True # after training: re-scan SNR and move adapters to the new plan's ranks (unresolved in the benchmark; changes no rank on the embedded model)
-    resize_steps:int=10 # train this many more steps after resizing (a resize with none saves untrained ranks; the benchmark's resize arm trains a quarter of its steps after it)
+    resize:bool=False # after training: move adapters to the ranks of a re-scanned plan (off: unresolved in the training benchmark, +0.042 ± 0.101, and on the demo it moved 6 modules for 2.5220 → 2.5225 eval loss)
+    resize_steps:int=0 # with resize: train this many more steps at the new ranks, on a fresh schedule (0: on the demo, 10 more steps raised the eval loss from 2.5225 to 2.6128)
     merge:bool=True # write the merged model
     merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
     merge_check_max_params:int=3_000_000_000 # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
@@ -88,6 +89,16 @@ def _type_name(
     if typing.get_origin(tp) is typing.Union: return ' or '.join(_type_name(a) for a in typing.get_args(tp))
     return {type(None): 'null', list: 'list', dict: 'mapping'}.get(tp, getattr(tp, '__name__', str(tp)))
 
+# %% ../nbs/06a_config.ipynb #4f41918b
+_FLOAT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+')
+
+def _yaml_float(
+    v, # a value read from YAML
+    tp, # its key's annotation
+): # `v`, or the number a float key's exponent string means
+    "Read '3e-3' as 0.003 where a float is expected"
+    return float(v) if tp is float and isinstance(v, str) and _FLOAT.fullmatch(v.strip()) else v
+
 # %% ../nbs/06a_config.ipynb #c0f00014
 def check_keys(
     d:dict, # keys and values, e.g. from YAML
@@ -96,6 +107,7 @@ def check_keys(
     "A `TrainConfig` from a mapping whose keys all exist and whose values have the right types"
     if not isinstance(d, dict): raise QspecError(f"{source}: expected a mapping of keys to values, got {type(d).__name__}")
     hints, names = typing.get_type_hints(TrainConfig), [f.name for f in fields(TrainConfig)]
+    d = {k: _yaml_float(v, hints.get(k)) for k, v in d.items()}
     for k, v in d.items():
         if k not in hints:
             near = difflib.get_close_matches(str(k), names, 1)
@@ -169,7 +181,9 @@ def _choice_errors(
     c:TrainConfig, # a config with checked types
 )->list[str]: # the problems
     "Names: scheduler, optimizer, dtypes, devices, column roles; and keys that exclude each other"
-    rules = [(c.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {c.quant_storage!r}"),
+    rules = [(c.allocation in ALLOCATIONS, f"allocation must be one of {', '.join(ALLOCATIONS)}, got {c.allocation!r}"),
+             (c.tiers is None or c.allocation == 'snr', f"allocation {c.allocation!r} spends a budget: remove tiers and ranks, or leave allocation at 'snr'"),
+             (c.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {c.quant_storage!r}"),
              (c.merge_dtype in ('auto', 'float16', 'bfloat16'), f"merge_dtype must be auto, float16 or bfloat16, got {c.merge_dtype!r}"),
              (c.compute_dtype in ('auto', 'float32', 'bfloat16', 'float16'), f"compute_dtype must be auto, float32, bfloat16 or float16, got {c.compute_dtype!r}"),
              (c.device_map in (None, 'auto') or isinstance(c.device_map, dict), f"device_map must be 'auto' or a mapping of module names to devices, got {c.device_map!r}"),

@@ -10,10 +10,10 @@ import os, re, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'find_adapter', 'check_device_name', 'pick_device',
-           'compute_dtype', 'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale', 'quiet_bitsandbytes',
-           'cache_dir', 'peak_memory_mib', 'init_distributed', 'all_gather', 'check_same', 'main_process_first',
-           'latest_checkpoint', 'save_png']
+__all__ = ['ALLOCATIONS', 'QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'find_adapter', 'check_device_name',
+           'pick_device', 'compute_dtype', 'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale',
+           'check_allocation', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'rss_mib', 'init_distributed',
+           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -174,6 +174,16 @@ def check_lr_scale(
     if not (len(lr) == 2 and all(map(_num, lr)) and 0 < lr[0] <= lr[1]):
         raise QspecError(f"lr_scale must be [low, high], two numbers with 0 < low ≤ high, got {lr}")
 
+# %% ../nbs/00_core.ipynb #58c9d244
+ALLOCATIONS = ('snr', 'inverse', 'uniform', 'spectrum')  # ranks rising with SNR; rising as SNR falls; one rank everywhere; one rank on the top 25 %
+
+def check_allocation(
+    how:str, # an allocation name
+    key:str='allocation', # how the caller names it, for the message
+):
+    "Raise unless `how` is one of `ALLOCATIONS`"
+    if how not in ALLOCATIONS: raise QspecError(f"{key} must be one of {', '.join(ALLOCATIONS)}, got {how!r}")
+
 # %% ../nbs/00_core.ipynb #a1c0de14
 def quiet_bitsandbytes():
     "Silence bitsandbytes' warning about optional CPU kernels (set before bitsandbytes is imported)"
@@ -198,6 +208,12 @@ def peak_memory_mib(
     try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
     except (OSError, StopIteration):
         import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+# %% ../nbs/00_core.ipynb #690e99b6
+def rss_mib()->float: # resident memory of this process now, MiB (NaN where /proc is missing)
+    "The resident set size of this process now"
+    try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
+    except (OSError, StopIteration): return float('nan')
 
 # %% ../nbs/00_core.ipynb #6e000011
 def init_distributed(

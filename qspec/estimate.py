@@ -16,7 +16,7 @@ from .core import QspecError, compute_dtype, pick_device
 from .models import resolve_model
 from .quant import nf4_config
 from .snr import SNRResults, model_matrices, split_name
-from .ranks import LoraPlan, plan_budget, plan_tiers
+from .ranks import LoraPlan, allocate, plan_budget, plan_tiers
 from .config import TrainConfig
 from .stream import checkpoint_params, meta_model
 
@@ -27,10 +27,10 @@ __all__ = ['plan_for', 'shape_scan', 'nf4_layer_bytes', 'weight_bytes', 'Estimat
 def plan_for(
     c:TrainConfig, # the run's config
     snr:SNRResults, # a scan of its model
-)->LoraPlan: # the config's plan: by tiers and ranks when given, else by budget
+)->LoraPlan: # the config's plan: by tiers and ranks when given, else its budget spent by its `allocation`
     "The plan a config makes from a scan"
     if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
-    return plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale))
+    return allocate(plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale)), c.allocation, c.budget, c.alpha)
 
 # %% ../nbs/06d_estimate.ipynb #195f7ff7
 def shape_scan(
@@ -127,9 +127,9 @@ def _plan_of(
     snr:SNRResults|None, # a saved scan
     params:int, # parameters of the base
 )->tuple[LoraPlan, bool]: # (the plan, whether it is the run's own)
-    "The run's plan when it can be known: tiers from shapes, a budget from a scan; otherwise the budget's stand-in"
+    "The run's plan when it can be known: tiers or one rank everywhere from shapes, a budget from a scan; otherwise the budget's stand-in"
     if snr is not None: return plan_for(c, snr), True
-    if c.tiers: return plan_for(c, shape_scan(config)), True
+    if c.tiers or c.allocation == 'uniform': return plan_for(c, shape_scan(config)), True
     if scan == 'yes' or (scan == 'auto' and params <= 3e9):
         from qspec.quant import load_nf4
         from qspec.snr import SNRAnalyzer

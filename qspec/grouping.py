@@ -19,8 +19,8 @@ from .snr import split_name
 from .ranks import LoraPlan, apply_plan, load_plan, lora_layers
 
 # %% auto #0
-__all__ = ['gradient_signatures', 'check_threshold', 'cluster', 'Groups', 'GradientGrouper', 'share_adapters', 'export_peft',
-           'load_groups', 'save_grouped', 'load_grouped']
+__all__ = ['gradient_signatures', 'activation_signatures', 'check_threshold', 'cluster', 'Groups', 'signature_groups',
+           'GradientGrouper', 'share_adapters', 'export_peft', 'load_groups', 'save_grouped', 'load_grouped']
 
 # %% ../nbs/05_grouping.ipynb #4ab00f57
 def _proj(
@@ -74,6 +74,34 @@ def gradient_signatures(
         model.train(was_training)
     return {m: sig[m].flatten().cpu() if m in sig else torch.zeros(k * k) for m in modules}
 
+# %% ../nbs/05_grouping.ipynb #c8a9a38c
+def activation_signatures(
+    model:nn.Module, # the (NF4) base model, without adapters
+    modules:list[str], # module names to sign
+    batches:list[torch.Tensor], # token-id batches
+    k:int=16, # sketch size: signatures have k·k entries
+    seed:int=0, # seed of the projections
+    progress:bool=True, # show a progress bar
+)->dict[str, torch.Tensor]: # module -> k·k sketch of its inputs' second moment
+    "A compact sketch of each module's input second moment over `batches`, from forward passes only"
+    named = dict(model.named_modules())
+    missing = [m for m in modules if m not in named]
+    if missing: raise QspecError(f"{len(missing)} module(s) are not in the model, e.g. {missing[0]!r}; does the plan match the model?")
+    sig = {}
+    def fwd(name):
+        def h(mod, inp, out):
+            x = inp[0].detach().float().reshape(-1, inp[0].shape[-1]) @ _proj(inp[0].shape[-1], k, 0, seed).to(inp[0].device)
+            sig[name] = sig.get(name, 0) + x.T @ x
+        return h
+    hooks, dev = [named[m].register_forward_hook(fwd(m)) for m in modules], next(model.parameters()).device
+    kw = (lambda b: dict(decoder_input_ids=b)) if getattr(model.config, 'is_encoder_decoder', False) else (lambda b: {})
+    try:
+        with torch.no_grad():
+            for b in tqdm(batches, desc='activation signatures', disable=not progress, leave=False): model(input_ids=b.to(dev), **kw(b.to(dev)))
+    finally:
+        for h in hooks: h.remove()
+    return {m: sig[m].flatten().cpu() if m in sig else torch.zeros(k * k) for m in modules}
+
 # %% ../nbs/05_grouping.ipynb #b888e8eb
 def check_threshold(
     threshold:float, # a similarity threshold
@@ -121,6 +149,30 @@ def shared(self:Groups)->list: # the groups of more than one module
     "The groups whose members share an update"
     return [g for g in self.groups if len(g['members']) > 1]
 
+# %% ../nbs/05_grouping.ipynb #c71f435c
+def signature_groups(
+    plan:LoraPlan, # the rank plan whose adapted modules are grouped
+    sigs:dict, # adapted module -> signature vector (all zero: the module stays alone)
+    threshold:float=0.9, # cosine similarity needed to share
+    contiguous:bool=True, # only group neighbouring layers
+    max_size:int|None=None, # largest group
+    what:str='gradient', # what the signatures sketch, for the warning
+)->Groups: # the groups, with the similarities they came from
+    "Cluster the adapted modules of each type and shape by the cosine similarity of their signatures"
+    ad = plan.adapted
+    zero = sorted(m for m in ad if not sigs[m].abs().sum())
+    if zero: warnings.warn(f"{len(zero)} module(s) received an all-zero {what} and stay ungrouped: {', '.join(zero[:4])}")
+    by, groups, sims = {}, [[m] for m in zero], {}
+    for m in ad:
+        if m not in zero: by.setdefault((ad[m]['type'], tuple(ad[m]['shape'])), []).append(m)
+    for (t, shape), ms in sorted(by.items()):
+        ms = sorted(ms, key=lambda m: ad[m]['layer'])
+        V = torch.stack([sigs[m] for m in ms]); V = V / V.norm(dim=1, keepdim=True)
+        sims[t] = dict(modules=ms, matrix=(V @ V.T).tolist())
+        groups += [[ms[i] for i in c] for c in cluster(V @ V.T, threshold, contiguous, max_size)]
+    out = [dict(type=ad[g[0]]['type'], shape=list(ad[g[0]]['shape']), rank=max(ad[m]['rank'] for m in g), members=g) for g in groups]
+    return Groups(sorted(out, key=lambda g: (g['type'], ad[g['members'][0]]['layer'])), sims, zero, threshold, contiguous)
+
 # %% ../nbs/05_grouping.ipynb #e7828653
 class GradientGrouper:
     "Group a plan's adapted modules by the similarity of their gradients"
@@ -146,20 +198,7 @@ def fit(self:GradientGrouper,
     ad = self.plan.adapted
     if not ad: raise QspecError("the plan adapts no module: nothing to group")
     sigs = gradient_signatures(self.model, sorted(ad), self.batches, self.k, progress=progress)
-    zero = sorted(m for m, s in sigs.items() if not s.abs().sum())
-    if zero: warnings.warn(f"{len(zero)} module(s) received an all-zero gradient and stay ungrouped: {', '.join(zero[:4])}")
-    by = {}
-    for m in ad:
-        if m not in zero: by.setdefault((ad[m]['type'], tuple(ad[m]['shape'])), []).append(m)
-    groups, sims = [[m] for m in zero], {}
-    for (t, shape), ms in sorted(by.items()):
-        ms = sorted(ms, key=lambda m: ad[m]['layer'])
-        V = torch.stack([sigs[m] for m in ms]); V = V / V.norm(dim=1, keepdim=True)
-        sim = V @ V.T
-        sims[t] = dict(modules=ms, matrix=sim.tolist())
-        groups += [[ms[i] for i in c] for c in cluster(sim, self.threshold, self.contiguous, self.max_size)]
-    out = [dict(type=ad[g[0]]['type'], shape=list(ad[g[0]]['shape']), rank=max(ad[m]['rank'] for m in g), members=g) for g in groups]
-    return Groups(sorted(out, key=lambda g: (g['type'], ad[g['members'][0]]['layer'])), sims, zero, self.threshold, self.contiguous)
+    return signature_groups(self.plan, sigs, self.threshold, self.contiguous, self.max_size)
 
 # %% ../nbs/05_grouping.ipynb #bf929f18
 @patch
@@ -196,8 +235,10 @@ def _repr_markdown_(self:Groups)->str: # a markdown table of the shared groups
 def share_adapters(
     pm:PeftModel, # a peft model built from `Groups.grouped_plan`
     groups:Groups, # the groups
+    parts:str='AB', # the factors members share: 'AB' (the whole update), 'A' (the input side) or 'B' (the output side)
 )->PeftModel: # `pm`, its groups' parameters tied
-    "Tie each group's LoRA parameters to its first member's, in place"
+    "Tie each group's LoRA factors (both, or one) to its first member's, in place"
+    if parts not in ('AB', 'A', 'B'): raise QspecError(f"parts must be 'AB', 'A' or 'B', got {parts!r}")
     lay = lora_layers(pm)
     for g in groups.groups:
         lead = lay[g['members'][0]]
@@ -205,8 +246,7 @@ def share_adapters(
             l = lay[m]
             if l.lora_A['default'].weight.shape != lead.lora_A['default'].weight.shape or l.lora_B['default'].weight.shape != lead.lora_B['default'].weight.shape:
                 raise QspecError(f"{m} and {g['members'][0]} have adapters of different shapes; build the model from Groups.grouped_plan")
-            l.lora_A['default'].weight = lead.lora_A['default'].weight
-            l.lora_B['default'].weight = lead.lora_B['default'].weight
+            for f in parts: getattr(l, f'lora_{f}')['default'].weight = getattr(lead, f'lora_{f}')['default'].weight
     return pm
 
 # %% ../nbs/05_grouping.ipynb #634e981a

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib, json, math, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from .core import QspecError, atomic_file, check_lr_scale, check_rank_range, check_tiers, read_json
+from .core import QspecError, atomic_file, check_allocation, check_lr_scale, check_rank_range, check_tiers, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from peft import LoraConfig, get_peft_model, PeftModel
 from .snr import SNRResults
 
 # %% auto #0
-__all__ = ['importance', 'LoraPlan', 'plan_tiers', 'plan_budget', 'check_monotone', 'param_groups', 'check_plan', 'apply_plan',
-           'lora_layers', 'resize', 'load_plan', 'plot_plans', 'adapter_digest']
+__all__ = ['importance', 'LoraPlan', 'plan_tiers', 'plan_budget', 'check_monotone', 'deal', 'inverse_plan', 'one_rank_plan',
+           'allocate', 'param_groups', 'check_plan', 'apply_plan', 'lora_layers', 'resize', 'load_plan', 'plot_plans',
+           'adapter_digest']
 
 # %% ../nbs/04_ranks.ipynb #f24fd3ee
 def importance(
@@ -192,6 +193,58 @@ def check_monotone(
             if a['rank'] < b['rank'] or a['lr_scale'] < b['lr_scale']:
                 raise QspecError(f"plan is not monotone in {t}: layer {a['layer']} (SNR {a['snr']}) has rank {a['rank']} and "
                                  f"lr ×{a['lr_scale']:.2f}, layer {b['layer']} (lower SNR {b['snr']}) has rank {b['rank']} and lr ×{b['lr_scale']:.2f}")
+
+# %% ../nbs/04_ranks.ipynb #add7fd13
+def deal(
+    plan:LoraPlan, # a plan
+    order, # callable: list of module names (most important first) -> the modules that receive its entries, in order
+    how:str, # recorded in the plan's meta
+)->LoraPlan: # the plan with each (type, shape)'s rank, alpha, multiplier and tier dealt in `order`
+    "Move a plan's entries between modules of one type and shape: the same parameters, other places"
+    mods, by, P = {m: dict(v) for m, v in plan.modules.items()}, {}, plan.modules
+    for m, v in P.items(): by.setdefault((v['type'], tuple(v['shape'])), []).append(m)
+    for ms in by.values():
+        ms = sorted(ms, key=lambda m: (-P[m]['importance'], m))
+        for a, b in zip(ms, order(ms)): mods[b].update({k: P[a][k] for k in ('rank', 'alpha', 'lr_scale', 'tier')})
+    return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, dealt=how))
+
+# %% ../nbs/04_ranks.ipynb #24afdd16
+def inverse_plan(
+    plan:LoraPlan, # a plan
+)->LoraPlan: # the most important module's entry goes to the least important
+    "The plan with rank and multiplier rising as SNR falls, within each type"
+    return deal(plan, lambda ms: ms[::-1], 'inverse')
+
+# %% ../nbs/04_ranks.ipynb #239e3861
+def one_rank_plan(
+    plan:LoraPlan, # a plan of the model (its modules, shapes and importances)
+    budget:int, # trainable parameters, at most
+    share:float=100, # top % of each type by SNR that gets an adapter
+    alpha:float=16, # LoRA alpha
+)->LoraPlan: # the chosen modules at one rank, multipliers 1
+    "One rank on the top `share` % of each type, as large as `budget` allows"
+    by = {}
+    for m, v in plan.modules.items(): by.setdefault(v['type'], []).append(m)
+    pick = {m for ms in by.values() for m in sorted(ms, key=lambda m: -plan.modules[m]['importance'])[:max(1, round(len(ms) * share / 100))]}
+    cost = sum(sum(plan.modules[m]['shape']) for m in pick)
+    r = min(budget // cost, *(min(plan.modules[m]['shape']) for m in pick))
+    if r < 1: raise QspecError(f"a budget of {budget:,} parameters cannot give rank 1 to the top {share} % of each type "
+                               f"({cost:,} parameters per rank); raise the budget")
+    mods = {m: dict(v, rank=r if m in pick else 0, alpha=alpha if m in pick else 0, lr_scale=1.0 if m in pick else 0.0,
+                    tier='adapted' if m in pick else 'frozen') for m, v in plan.modules.items()}
+    return LoraPlan(mods, plan.rslora, plan.name, dict(method='one rank', budget=budget, share=share, rank=r, alpha=alpha))
+
+# %% ../nbs/04_ranks.ipynb #b710342c
+def allocate(
+    plan:LoraPlan, # a plan by budget (`plan_budget`)
+    how:str, # one of `ALLOCATIONS`: 'snr', 'inverse', 'uniform' or 'spectrum'
+    budget:int, # trainable parameters, at most (for the one-rank allocations)
+    alpha:float=16, # LoRA alpha of the one-rank allocations
+)->LoraPlan: # the plan, re-allocated
+    "The budget spent another way: as planned, inverted, at one rank everywhere, or on Spectrum's top quarter"
+    check_allocation(how)
+    if how == 'snr': return plan
+    return inverse_plan(plan) if how == 'inverse' else one_rank_plan(plan, budget, 100 if how == 'uniform' else 25, alpha)
 
 # %% ../nbs/04_ranks.ipynb #d1ef957c
 def _module_of(param_name:str)->str:

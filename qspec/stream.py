@@ -8,7 +8,7 @@ Docs: https://qspec-dev.github.io/qspec/stream.html.md"""
 from __future__ import annotations
 import ctypes, json, math, os, shutil
 from pathlib import Path
-from .core import QspecError, atomic_dir, atomic_file, pick_device
+from .core import QspecError, atomic_dir, atomic_file, pick_device, rss_mib
 import torch, torch.nn as nn
 import bitsandbytes as bnb
 from fastcore.basics import patch
@@ -307,7 +307,7 @@ def _merge_files(
                 for n in specs:
                     yield n, _merged_tensor(n, read_tensor(f, h[n], start), ctx['layout'], ctx['ups'], ctx['q'], ctx['out_dtype'], ctx['auto'], ctx['device'])
                     seen.add(n); ctx['bar'].update(1); _trim()
-                    if ctx['trace'] is not None: ctx['trace'].append((sum(os.path.getsize(p) for p in tmp.glob('*.safetensors')), _rss_mib()))
+                    if ctx['trace'] is not None: ctx['trace'].append((sum(os.path.getsize(p) for p in tmp.glob('*.safetensors')), rss_mib()))
             write_safetensors(tmp/shard.name, specs, tensors())
         wmap.update({n: shard.name for n in specs})
     return wmap
@@ -317,12 +317,6 @@ def _trim():
     "Give memory freed by the C allocator back to the system (glibc keeps freed blocks of a few MB otherwise)"
     try: ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError): pass
-
-# %% ../nbs/06b_stream.ipynb #36fdc123
-def _rss_mib()->float: # resident memory of this process now, MiB
-    "The resident set size of this process"
-    try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
-    except (OSError, StopIteration): return float('nan')
 
 # %% ../nbs/06b_stream.ipynb #f90492f2
 def _check_fits(
