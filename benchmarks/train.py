@@ -7,7 +7,9 @@ chat pairs, prompt masked, training and validation topics kept apart), examples 
 steps, AdamW with 2 warm-up steps then cosine decay, qspec's chunked loss for every arm, no gradient
 checkpointing (the same for every arm; it trades time for memory and changes no loss). Every arm at a budget of one
 million LoRA parameters (`qlora` at its own size); each arm's learning rate is the best of 3e-4, 1e-3 and 3e-3 on
-seed 0, and the figures are over seeds 1-5 at that rate (eval loss on 32 validation examples).
+seed 0, and the figures are over seeds 1-5 at that rate (eval loss on 32 validation examples). Part 1 keeps the
+SNR learning-rate multipliers 0.5-2 that the library shipped when it was run (its `snr-flat-lr` arm is today's
+default).
 
 Part 1b, the study at the shipped defaults (`--part defaults`; flat learning-rate multipliers): the same setup,
 with the learning rate the best of 1e-3, 3e-3 and 1e-2 on seed 0 (part 1's best was often its top rate), for the
@@ -40,11 +42,11 @@ DEFAULTS_LRS = [1e-3, 3e-3, 1e-2]
 SAVINGS = ('qlora', '+chunked', '+plan', 'qspec')
 
 
-def study(out: Path, seeds: int, steps: int, arms=ARMS, lrs=LRS, name='compare'):
+def study(out: Path, seeds: int, steps: int, arms=ARMS, lrs=LRS, name='compare', **keys):
     "Part 1: each of `arms` at its best learning rate of `lrs` over `seeds` seeds, into out/`name`"
     from qspec.compare import compare
     t0 = time.perf_counter()
-    c = compare(dict(STUDY, steps=steps, out=str(out/'unused')), arms=arms, seeds=seeds, lrs=lrs, out=out/name)
+    c = compare(dict(STUDY, steps=steps, out=str(out/'unused'), **keys), arms=arms, seeds=seeds, lrs=lrs, out=out/name)
     print(c._repr_markdown_(), f"\n{time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -113,7 +115,7 @@ def main():
     a = ap.parse_args()
     if a.child: json.dump(child(a.child, a.steps), sys.stdout); return
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    if a.part in ('study', 'all'): study(out, a.seeds, a.steps)
+    if a.part in ('study', 'all'): study(out, a.seeds, a.steps, lr_scale=[0.5, 2.0])  # the multipliers it was run with
     if a.part in ('defaults', 'all'): study(out, a.seeds, a.steps, DEFAULTS, DEFAULTS_LRS, 'defaults')
     if a.part in ('savings', 'all'): savings(out)
 
