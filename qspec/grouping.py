@@ -33,6 +33,17 @@ def _proj(
     g = torch.Generator().manual_seed(seed * 1_000_003 + side * 10_007 + n)
     return torch.randn(n, k, generator=g) / math.sqrt(k)
 
+# %% ../nbs/05_grouping.ipynb #dd523cc9
+def _modules_of(
+    model:nn.Module, # a model
+    modules:list[str], # module names to sign
+)->dict: # every named module of `model`
+    "The model's named modules, refusing names it does not have"
+    named = dict(model.named_modules())
+    missing = [m for m in modules if m not in named]
+    if missing: raise QspecError(f"{len(missing)} module(s) are not in the model, e.g. {missing[0]!r}; does the plan match the model?")
+    return named
+
 # %% ../nbs/05_grouping.ipynb #6d100004
 def gradient_signatures(
     model:nn.Module, # the (NF4) base model, without adapters
@@ -43,9 +54,7 @@ def gradient_signatures(
     progress:bool=True, # show a progress bar
 )->dict[str, torch.Tensor]: # module -> k·k gradient sketch
     "A compact sketch of each module's weight gradient over `batches`, without forming the gradients"
-    named = dict(model.named_modules())
-    missing = [m for m in modules if m not in named]
-    if missing: raise QspecError(f"{len(missing)} module(s) are not in the model, e.g. {missing[0]!r}; does the plan match the model?")
+    named = _modules_of(model, modules)
     sig, xs, hooks = {}, {}, []
     def fwd(name):
         def h(mod, inp, out):
@@ -84,9 +93,7 @@ def activation_signatures(
     progress:bool=True, # show a progress bar
 )->dict[str, torch.Tensor]: # module -> k·k sketch of its inputs' second moment
     "A compact sketch of each module's input second moment over `batches`, from forward passes only"
-    named = dict(model.named_modules())
-    missing = [m for m in modules if m not in named]
-    if missing: raise QspecError(f"{len(missing)} module(s) are not in the model, e.g. {missing[0]!r}; does the plan match the model?")
+    named = _modules_of(model, modules)
     sig = {}
     def fwd(name):
         def h(mod, inp, out):
