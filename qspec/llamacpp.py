@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/llamacpp.html.md"""
 
 # %% ../nbs/08a_llamacpp.ipynb #2f70dee3
 from __future__ import annotations
-import ctypes, importlib.metadata, json, os, re, subprocess, sys, tarfile, tempfile
+import ctypes, importlib.metadata, json, os, re, signal, subprocess, sys, tarfile, tempfile, warnings
 from pathlib import Path
 import numpy as np, torch
 from jinja2 import TemplateError
@@ -90,22 +90,43 @@ def to_gguf(
     if outtype not in GGUF_TYPES: raise QspecError(f"unknown GGUF type {outtype!r} for the converter: use one of {', '.join(GGUF_TYPES)}")
     return _convert([converters()/'convert_hf_to_gguf.py', model_dir, '--outtype', outtype], out)
 
+# %% ../nbs/08a_llamacpp.ipynb #4a597873
+def _in_child(
+    argv:list[str], # the command
+    what:str, # what it does, for the messages
+    tries:int=2, # runs allowed when the child is killed by a signal
+):
+    "Run `argv`; a clear `QspecError` if it fails, one more try (with a warning) if a signal killed it"
+    for i in range(tries):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode == 0: return
+        if r.returncode > 0: raise QspecError(f"{what} failed: " + (r.stderr.strip().splitlines() or ['(no message)'])[-1].removeprefix('qspec.core.QspecError: '))
+        sig = signal.Signals(-r.returncode).name
+        if i + 1 < tries: warnings.warn(f"{what}: llama.cpp crashed ({sig}); running it once more")
+    raise QspecError(f"{what}: llama.cpp crashed ({sig}) {tries} times; check the file with llama.cpp's own llama-cli, "
+                     "and report the crash to llama.cpp with the file and its llama-cpp-python version")
+
 # %% ../nbs/08a_llamacpp.ipynb #8da0f383
 QUANT_TYPES = ('q8_0', 'q6_k', 'q5_k_m', 'q4_k_m', 'q4_0')
+
+def _quantize_here(src:str, out:str, qtype:str): # as for `quantize_gguf`
+    "`quantize_gguf`'s work, in this process"
+    import llama_cpp
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = getattr(llama_cpp, f'LLAMA_FTYPE_MOSTLY_{qtype.upper()}')
+    if llama_cpp.llama_model_quantize(src.encode(), out.encode(), ctypes.byref(p)): raise QspecError(f"llama.cpp could not quantize {src} to {qtype}")
 
 def quantize_gguf(
     src:str|Path, # an f16 (or f32) GGUF file
     out:str|Path, # the quantized file to write
     qtype:str='q4_k_m', # one of `QUANT_TYPES`
 )->Path: # `out`
-    "Quantize a GGUF file with llama.cpp's `llama_model_quantize`"
-    import llama_cpp
+    "Quantize a GGUF file with llama.cpp's `llama_model_quantize`, in a child process"
     if qtype not in QUANT_TYPES: raise QspecError(f"unknown quantized type {qtype!r}: use one of {', '.join(QUANT_TYPES)}")
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = getattr(llama_cpp, f'LLAMA_FTYPE_MOSTLY_{qtype.upper()}')
     out = Path(out); tmp = out.with_name(f'.{out.name}.tmp')
     try:
-        if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p)): raise QspecError(f"llama.cpp could not quantize {src} to {qtype}")
+        _in_child([sys.executable, '-c', 'import sys; from qspec.llamacpp import _quantize_here; _quantize_here(*sys.argv[1:])', str(src), str(tmp), qtype],
+                  f"quantizing {Path(src).name} to {qtype}")
         os.replace(tmp, out)
     finally: tmp.unlink(missing_ok=True)
     return out
@@ -122,27 +143,45 @@ def lora_to_gguf(
     return _convert([converters()/'convert_lora_to_gguf.py', adapter, '--base', base, '--outtype', outtype], out)
 
 # %% ../nbs/08a_llamacpp.ipynb #16bdd183
-def gguf_served(
-    path:str|Path, # a GGUF model file
-    prompts:list[list[int]], # token ids of each prompt (from the model's own tokenizer)
-    new_tokens:int=32, # greedy tokens after each prompt
-    lora:str|Path|None=None, # a LoRA GGUF to apply
-)->tuple[list[torch.Tensor], list[list[int]]]: # (logits of each prompt, its greedy continuation)
-    "Each prompt's logits and greedy continuation, computed by llama.cpp"
+def _served_here(
+    path:str, prompts:list[list[int]], new_tokens:int, lora:str|None, # as for `gguf_served`
+)->tuple[list[np.ndarray], list[list[int]]]: # (logits of each prompt, its greedy continuation)
+    "`gguf_served`'s work, in this process"
     from llama_cpp import Llama
     n_ctx = max(len(p) for p in prompts) + new_tokens + 8
-    llm = Llama(str(path), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_threads=os.cpu_count(), verbose=False,
+    llm = Llama(path, lora_path=lora, logits_all=True, n_ctx=n_ctx, n_batch=n_ctx, n_threads=os.cpu_count(), verbose=False,
                 type_k=0, type_v=0)  # GGML_TYPE_F32 KV cache: llama.cpp's default f16 cache would round K and V
     logits, greedy = [], []
     for p in prompts:
         llm.reset(); llm.eval(p)
-        logits.append(torch.from_numpy(np.array(llm.scores[:len(p)], dtype=np.float32)))
+        logits.append(np.array(llm.scores[:len(p)], dtype=np.float32))
         out = []
         for _ in range(new_tokens):
             out.append(int(np.argmax(llm.scores[llm.n_tokens - 1]))); llm.eval([out[-1]])
         greedy.append(out)
     llm.close()
     return logits, greedy
+
+def _serve_child(job:str): # a JSON file with the arguments of `_served_here`
+    "The child's entry point: run the job, write its logits and greedy tokens next to it"
+    logits, greedy = _served_here(**json.loads(Path(job).read_text()))
+    np.savez(Path(job).with_suffix('.npz'), greedy=np.array(json.dumps(greedy)), **{f'l{i}': l for i, l in enumerate(logits)})
+
+# %% ../nbs/08a_llamacpp.ipynb #56e637b6
+def gguf_served(
+    path:str|Path, # a GGUF model file
+    prompts:list[list[int]], # token ids of each prompt (from the model's own tokenizer)
+    new_tokens:int=32, # greedy tokens after each prompt
+    lora:str|Path|None=None, # a LoRA GGUF to apply
+)->tuple[list[torch.Tensor], list[list[int]]]: # (logits of each prompt, its greedy continuation)
+    "Each prompt's logits and greedy continuation, computed by llama.cpp in a child process"
+    with tempfile.TemporaryDirectory() as d:
+        job = Path(d)/'job.json'
+        job.write_text(json.dumps(dict(path=str(path), prompts=prompts, new_tokens=new_tokens, lora=str(lora) if lora else None)))
+        _in_child([sys.executable, '-c', 'import sys; from qspec.llamacpp import _serve_child; _serve_child(sys.argv[1])', str(job)],
+                  f"running {Path(path).name} in llama.cpp")
+        with np.load(job.with_suffix('.npz')) as z:
+            return [torch.from_numpy(z[f'l{i}']) for i in range(len(prompts))], json.loads(str(z['greedy']))
 
 # %% ../nbs/08a_llamacpp.ipynb #1480fb86
 _SENT = dict(system='<<qspec-system>>', user='<<qspec-user>>', assistant='<<qspec-assistant>>', user2='<<qspec-user-2>>', assistant2='<<qspec-assistant-2>>')
