@@ -370,7 +370,10 @@ def _repr_markdown_(self:Comparison)->str: # the table and the verdicts
         v = r['vs_ref']
         vs = '' if v is None else f"{v['diff']:+.4f} ± {v['half']:.4f}" + (' ✓' if v['resolved'] else '')
         rows.append(f"| {r['arm']} | {r['lr']:g} | {r['n']} | {r['mean']:.4f} ± {r['half']:.4f} | {vs} | {r['step_s']:.2f} | {r['train_mem_mib']:.0f} | {r['trainable']:,} |")
-    return '\n'.join(rows + ['', '✓: the paired 95 % interval excludes zero.', ''] + [f'- {v}' for v in self.verdicts()])
+    c = self.config
+    short = c.get('steps', 1) <= c.get('warmup_steps', 0)  # warm-up starts at lr 0: such runs barely train, and resize's stretches not at all
+    head = [f"**{c.get('steps')} steps, all inside the {c.get('warmup_steps')}-step warm-up: these figures check the harness, not the arms.**", ''] if short else []
+    return '\n'.join(head + rows + ['', '✓: the paired 95 % interval excludes zero.', ''] + [f'- {v}' for v in self.verdicts()])
 
 # %% ../nbs/07a_compare.ipynb #b87a7927
 @patch
