@@ -263,7 +263,7 @@ def scan(
     check_percent(top_percent)
     if nf4 and source == 'checkpoint': raise QspecError("--nf4 needs --source model (a checkpoint is read as stored)")
     if Path(out).expanduser().is_file(): raise QspecError(f"--out {out!r} is a file; give a folder to write the results into")
-    from qspec.models import load_model, resolve_model
+    from qspec.models import load_model, model_reference, resolve_model
     from qspec.quant import load_nf4
     from qspec.snr import SNRAnalyzer
     src = model
@@ -272,6 +272,7 @@ def scan(
     if source == 'model' or nf4: src = load_nf4(model, device=device) if nf4 else load_model(model)
     res = SNRAnalyzer(src, types=types, method=method, device=device).scan()
     res.name = Path(str(model)).name
+    if not Path(str(model)).expanduser().is_file(): res.source = model_reference(model)  # what other trainers load
     _write_scan(res, Path(out), top_percent)
     return res
 
@@ -317,7 +318,7 @@ def _model_module_names(
 
 # %% ../nbs/09_cli.ipynb #6c000021
 def _check_allocate(
-    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', # as `allocate`
+    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', fmt='plan', # as `allocate`
 ):
     "The argument checks of `allocate`, before any file is read (those of the allocator, without torch)"
     if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
@@ -326,24 +327,37 @@ def _check_allocate(
     if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
     check_lr_scale(lr_scale); check_allocation(allocation, '--allocation')
     if tiers is not None and allocation != 'snr': raise QspecError(f"--allocation {allocation} spends a budget: give --budget instead of --tiers")
+    if fmt != 'plan' and lr_scale[0] != lr_scale[1]:
+        raise QspecError(f"--format {fmt} has one learning rate for every module, so it cannot carry --lr-scale {lr_scale[0]:g},{lr_scale[1]:g}; "
+                         "drop --lr-scale, or write --format plan for qspec train")
 
 # %% ../nbs/09_cli.ipynb #a36b7cb0
 PLAN_FORMATS = ('plan', 'peft', 'axolotl', 'spectrum')
 
+def _task_type(
+    ref:str, # `model_reference` of the model
+)->str: # peft's task type
+    "SEQ_2_SEQ_LM for a local encoder-decoder checkpoint, else CAUSAL_LM"
+    f = Path(ref)/'config.json'
+    return 'SEQ_2_SEQ_LM' if f.exists() and json.loads(f.read_text()).get('is_encoder_decoder') else 'CAUSAL_LM'
+
 def _write_plan(
     plan, # a `LoraPlan`
-    out:str, # the file to write
+    out:str, # the file (a folder for 'peft') to write
     fmt:str='plan', # one of `PLAN_FORMATS`
-    model:str|None=None, # the model, as the other trainer should load it (default: the scanned model's name)
-)->Path: # `out`
+    ref:str='', # the model, as the other trainer should load it (`model_reference`)
+    starter:bool=False, # 'axolotl': a starter adapter instead of the rank and alpha patterns (Axolotl before 0.18)
+)->list[Path]: # what was written
     "Write the plan in the format `fmt`"
-    if fmt == 'plan': return plan.save(out)
-    from qspec.export import init_adapter, plan_axolotl, plan_peft, plan_spectrum
-    out, name = Path(out), model or plan.name
-    if fmt == 'axolotl': ad = init_adapter(plan, out.with_name(out.stem + '-adapter'), name)
-    text = dict(peft=lambda: json.dumps(plan_peft(plan), indent=1), axolotl=lambda: plan_axolotl(plan, str(ad), name), spectrum=lambda: plan_spectrum(plan))[fmt]()
+    if fmt == 'plan': return [plan.save(out)]
+    from qspec.export import init_adapter, plan_axolotl, plan_spectrum, write_peft_plan
+    out = Path(out).expanduser().resolve()
+    if fmt == 'axolotl' and not ref: raise QspecError("--format axolotl must name the model Axolotl loads, and this snr.json does not record it; pass --model PATH_OR_HUB_ID")
+    if fmt == 'peft': return [write_peft_plan(plan, out, ref, _task_type(ref))]
+    ad = init_adapter(plan, out.with_name(out.stem + '-adapter'), ref) if fmt == 'axolotl' and starter else None
+    text = plan_axolotl(plan, ref, ad) if fmt == 'axolotl' else plan_spectrum(plan)
     with atomic_file(out) as t: t.write_text(text)
-    return out
+    return [out] + ([ad] if ad else [])
 
 # %% ../nbs/09_cli.ipynb #6c000023
 def allocate(
@@ -359,22 +373,24 @@ def allocate(
     rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
     lr_scale:list[float]=(1.0, 1.0), # learning-rate multiplier range (flat, as `TrainConfig`)
     allocation:str='snr', # budget mode: how the budget is spent, one of `ALLOCATIONS`
-    model:str|None=None, # check the plan against this model's modules
+    model:str|None=None, # check the plan against this model's modules; the model other trainers load (default: the scanned one)
     fmt:str='plan', # one of `PLAN_FORMATS`: qspec's plan, peft's LoraConfig, Axolotl or Spectrum
+    starter_adapter:bool=False, # axolotl: a starter adapter instead of lora_rank_pattern (Axolotl before 0.18)
 )->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
-    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation)
+    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation, fmt)
     from qspec.snr import load_snr
     from qspec.ranks import allocate as spend, plan_budget, plan_tiers, check_plan
     snr = load_snr(snr_json)
     if budget is not None: plan = spend(plan_budget(snr, budget, min_rank, max_rank, step, alpha, rslora, tuple(lr_scale)), allocation, budget, alpha)
     else: plan = plan_tiers(snr, tuple(tiers), tuple(ranks or ()), alpha, rslora, tuple(lr_scale))
     if model: check_plan(plan, _model_module_names(model))
-    _write_plan(plan, out, fmt, model)
+    from qspec.models import model_reference
+    written = _write_plan(plan, out, fmt, model_reference(model) if model else snr.source, starter_adapter)
     print(f"{plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules")
     for t, d in sorted(plan.tiers().items(), key=lambda kv: -max(kv[1]['ranks'])):
         print(f"  {t:<8} {d['modules']:>4} modules, ranks {', '.join(map(str, sorted(d['ranks'], reverse=True)))}: {d['params']:,} parameters")
-    print(out)
+    print('\n'.join(map(str, written)))
     return plan
 
 # %% ../nbs/09_cli.ipynb #6c000024
@@ -392,9 +408,11 @@ def _allocate_args(p):
     p.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
     p.add_argument('--lr-scale', type=_floats, default=[1.0, 1.0], help='learning-rate multiplier range, e.g. 0.5,2 (default: flat)')
     p.add_argument('--allocation', choices=ALLOCATIONS, default='snr', help='how a budget is spent: snr (ranks rising with SNR, default), inverse, uniform (one rank everywhere) or spectrum (one rank, top 25 percent)')
-    p.add_argument('--model', help="check the plan against this model's modules")
-    p.add_argument('--format', dest='fmt', choices=PLAN_FORMATS, default='plan', help="plan (qspec's JSON, default), peft (LoraConfig JSON), axolotl (YAML + initial adapter) or spectrum (unfrozen_parameters YAML)")
-    p.add_argument('--out', required=True, help='file to write')
+    p.add_argument('--model', help="check the plan against this model's modules; the model other trainers load (default: the scanned one)")
+    p.add_argument('--format', dest='fmt', choices=PLAN_FORMATS, default='plan', help="plan (qspec's JSON, default); peft (a folder: LoraConfig.from_pretrained(OUT), e.g. TRL's SFTTrainer(peft_config=...)); "
+                   "axolotl (YAML with lora_rank_pattern and lora_alpha_pattern, Axolotl 0.18 and later); spectrum (unfrozen_parameters YAML, as Axolotl reads it)")
+    p.add_argument('--starter-adapter', action='store_true', help='with --format axolotl: write a starter adapter for lora_model_dir instead of the patterns (Axolotl before 0.18)')
+    p.add_argument('--out', required=True, help='file to write (a folder for --format peft)')
     return allocate
 
 # %% ../nbs/09_cli.ipynb #28c42333
@@ -510,7 +528,7 @@ def export(
     from qspec.data import load_texts
     from qspec.export import export as _export
     info = _export(src, target, out, base, quant, check, load_texts(prompts) if prompts else None, new_tokens, base_gguf)
-    print('\n'.join([f"{target}: {', '.join(info['files'])} in {out}"] + _parity_lines(info['parity']) +
+    print('\n'.join([f"{target}: {', '.join(info['files'])} in {out}", f"exact for: {info['exact_for']}"] + _parity_lines(info['parity']) +
                     ([f"engines need a maximum LoRA rank of at least {info['max_lora_rank']}"] if 'max_lora_rank' in info else []) + [f"serve: {info['serve']}"]))
     return info
 

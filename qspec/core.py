@@ -25,6 +25,22 @@ def _remove(p:Path):
     if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
     else: p.unlink(missing_ok=True)
 
+# %% ../nbs/00_core.ipynb #c0de0m02
+def _umask()->int: # the process's file-mode creation mask
+    "The umask, read without changing it where /proc allows (`os.umask` sets it to read it)"
+    try: return int(next(l for l in open('/proc/self/status') if l.startswith('Umask:')).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        m = os.umask(0o22); os.umask(m); return m
+
+def _plain_mode(
+    p:Path, # a file or directory tree made by `tempfile` (0600, 0700) or by a library that writes 0600
+):
+    "Give `p`, and everything under it, the mode a plain `open(..., 'w')` or `mkdir` would have given it under the umask"
+    m = ~_umask()
+    for q in [p, *p.rglob('*')] if p.is_dir() else [p]:
+        if q.is_symlink(): continue
+        os.chmod(q, 0o777 & m if q.is_dir() or q.stat().st_mode & 0o100 else 0o666 & m)
+
 # %% ../nbs/00_core.ipynb #a1c0de05
 @contextlib.contextmanager
 def atomic_dir(
@@ -36,6 +52,7 @@ def atomic_dir(
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.tmp-', dir=dest.parent))
     try:
         yield tmp
+        _plain_mode(tmp)
         old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
         if dest.exists(): os.replace(dest, old)
         os.replace(tmp, dest)
@@ -56,6 +73,7 @@ def atomic_file(
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists(): _plain_mode(tmp)
         os.replace(tmp, dest)
     finally: tmp.unlink(missing_ok=True)
 

@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/export.html.md"""
 
 # %% ../nbs/08b_export.ipynb #5f57d50a
 from __future__ import annotations
-import json, math, shutil, tempfile
+import json, math, re, shutil, tempfile
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
@@ -18,12 +18,19 @@ from .portable import PORTABLE, engine_refusal, write_portable, engine_model, se
 from .llamacpp import QUANT_TYPES, llama_cpp_version, converters, to_gguf, quantize_gguf, lora_to_gguf, gguf_served, modelfile
 
 # %% auto #0
-__all__ = ['TARGETS', 'ENGINES_OF', 'export_base', 'check_export', 'adapter_parity', 'gguf_parity', 'export', 'plan_peft',
-           'init_adapter', 'plan_axolotl', 'plan_spectrum']
+__all__ = ['TARGETS', 'ENGINES_OF', 'EXACT_FOR', 'export_base', 'check_export', 'adapter_parity', 'gguf_parity', 'export',
+           'plan_peft', 'write_peft_plan', 'init_adapter', 'plan_axolotl', 'axolotl_unfrozen', 'plan_spectrum']
 
 # %% ../nbs/08b_export.ipynb #f1bced72
 TARGETS = ('peft', *PORTABLE, 'gguf', 'ollama')
-ENGINES_OF = dict(peft=('peft',), vllm=('vllm',), sglang=('sglang',), lora=('llama.cpp', 'peft'))  # the rules each portable target is read under
+ENGINES_OF = dict(peft=('peft', 'vllm'), vllm=('vllm', 'vllm<0.32'), sglang=('sglang',), lora=('llama.cpp', 'peft'))  # the rules each adapter target is read under
+EXACT_FOR = dict(  # target -> the readers (and versions) that serve what it writes as trained, from their rules in `ENGINES`
+    peft="peft, and vLLM 0.32 and later (they read rank_pattern and alpha_pattern); not vLLM before 0.32, SGLang or llama.cpp: export --target vllm, sglang or lora for those",
+    vllm="vLLM before and from 0.32, and plain peft (one rank, scale 1)",
+    sglang="SGLang (its rule as read in 0.5.23) and plain peft",
+    lora="llama.cpp (via convert_lora_to_gguf.py), plain peft, vLLM of any version, and Ollama's safetensors adapter import (lora_alpha = r, an integer)",
+    gguf="llama.cpp and the engines built on it (the f16 model to f16 rounding; the LoRA GGUF exactly)",
+    ollama="Ollama's GGUF import and llama.cpp (as gguf)")
 
 # %% ../nbs/08b_export.ipynb #e3d1782d
 def export_base(
@@ -151,7 +158,7 @@ def _prompt_ids(
 )->list[list[int]]: # their token ids
     "Token ids of the held-out prompts, with the base's tokenizer"
     try: tok = load_tokenizer(base)
-    except (OSError, ValueError) as e: raise QspecError(f"{base} has no usable tokenizer for the parity prompts ({type(e).__name__}); add one, or pass --check no") from None
+    except QspecError as e: raise QspecError(f"{e} (the parity prompts need it), or pass --check no") from None
     return parity_prompts(tok, texts=texts)
 
 # %% ../nbs/08b_export.ipynb #78a93c34
@@ -172,10 +179,10 @@ def export(
     check_export(target, out, [adapter] + ([adapter.parent] if adapter.name == 'adapter' else []), quant)
     base = export_base(adapter, base)
     checking = check == 'yes' or (check == 'auto' and checkpoint_params(base) <= check_max_params)
-    info, out = dict(target=target, adapter=str(adapter), base=str(base)), Path(out).expanduser()
+    info, out = dict(target=target, adapter=str(adapter), base=str(base), exact_for=EXACT_FOR[target]), Path(out).expanduser()
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as w:
         pp = (prompts if prompts and not isinstance(prompts[0], str) else _prompt_ids(base, prompts)) if checking else None
-        if target == 'peft': shutil.copytree(adapter, tmp, dirs_exist_ok=True)
+        if target == 'peft': shutil.copytree(adapter, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile)
         if target in PORTABLE: info.update(write_portable(adapter, tmp, target, base))
         if target in ENGINES_OF and checking: info['parity'] = adapter_parity(base, adapter, tmp, ENGINES_OF[target], pp, new_tokens)
         if target in ('gguf', 'ollama'):
@@ -188,12 +195,42 @@ def export(
     return info
 
 # %% ../nbs/08b_export.ipynb #269b980d
+def _flat_lr(
+    plan:LoraPlan, # a plan
+    fmt:str, # the format, for the message
+):
+    "Refuse a plan whose per-module learning-rate multipliers `fmt` cannot carry"
+    lr = {v['lr_scale'] for v in plan.adapted.values()}
+    if len(lr) > 1: raise QspecError(f"--format {fmt} has one learning rate for every module, but this plan scales it per module "
+                                     f"({min(lr):g}× to {max(lr):g}×); allocate with a flat --lr-scale 1,1, or use --format plan (qspec train reads it)")
+
 def plan_peft(
     plan:LoraPlan, # a plan
+    base_model:str='', # recorded as base_model_name_or_path
+    task_type:str='CAUSAL_LM', # peft's task type: 'CAUSAL_LM', or 'SEQ_2_SEQ_LM' for encoder-decoder models
 )->dict: # peft's LoraConfig as JSON: `LoraConfig(**d)`
     "The plan as a peft `LoraConfig`, JSON-ready"
-    d = plan.lora_config().to_dict()
-    return json.loads(json.dumps(d, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)))
+    _flat_lr(plan, 'peft')
+    cfg = plan.lora_config(); cfg.base_model_name_or_path, cfg.task_type = base_model or None, task_type
+    return json.loads(json.dumps(cfg.to_dict(), default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)))
+
+# %% ../nbs/08b_export.ipynb #ex0p0001
+def write_peft_plan(
+    plan:LoraPlan, # a plan
+    path:str|Path, # the folder to write (replaced atomically)
+    base_model:str='', # the model, as the trainer should load it
+    task_type:str='CAUSAL_LM', # peft's task type
+)->Path: # `path`, holding adapter_config.json and README.md
+    "The plan as a folder `LoraConfig.from_pretrained` reads, with a README saying how to train it"
+    from peft import LoraConfig
+    cfg = LoraConfig(**plan_peft(plan, base_model, task_type))
+    with atomic_dir(path) as tmp:
+        cfg.save_pretrained(tmp)
+        (tmp/'README.md').write_text(f"# qspec plan: {plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules\n\n"
+            f"peft's LoraConfig for {base_model or 'the scanned model'}. Train it with TRL:\n\n```python\nfrom peft import LoraConfig\n"
+            f"from trl import SFTConfig, SFTTrainer\ntrainer = SFTTrainer(model={base_model or 'BASE'!r}, train_dataset=dataset, args=SFTConfig(output_dir='out'),\n"
+            f"                     peft_config=LoraConfig.from_pretrained({str(Path(path).resolve())!r}))\n```\n")
+    return Path(path)
 
 # %% ../nbs/08b_export.ipynb #e0ee7820
 def init_adapter(
@@ -215,27 +252,57 @@ def init_adapter(
     return Path(path)
 
 # %% ../nbs/08b_export.ipynb #bbdea65f
+def _whole_alphas(
+    plan:LoraPlan, # a plan
+)->dict: # module -> alpha, each an int
+    "The plan's alphas as the whole numbers Axolotl's schema takes, or a `QspecError`"
+    al = {m: v['alpha'] for m, v in plan.adapted.items()}
+    if bad := [m for m, a in al.items() if not float(a).is_integer()]:
+        raise QspecError(f"Axolotl reads lora_alpha and lora_alpha_pattern as whole numbers, but {bad[0]} has alpha {al[bad[0]]}; allocate with a whole --alpha")
+    return {m: int(a) for m, a in al.items()}
+
 def plan_axolotl(
     plan:LoraPlan, # a plan
-    adapter_dir:str, # where `init_adapter` wrote its adapter (as the YAML should name it)
-    base_model:str, # the model, as Axolotl should load it
+    base_model:str, # the model, as Axolotl should load it (an absolute path or a hub id)
+    adapter_dir:str|None=None, # Axolotl before 0.18: where `init_adapter` wrote the starter adapter; default: native patterns
 )->str: # an Axolotl YAML fragment
-    "The plan as Axolotl config keys: QLoRA from an initial adapter that holds the plan's ranks and alphas"
+    "The plan as Axolotl config keys: native rank and alpha patterns (Axolotl ≥ 0.18), or QLoRA from a starter adapter"
     import yaml
-    top = max(v['rank'] for v in plan.adapted.values())
-    d = dict(base_model=base_model, adapter='qlora', load_in_4bit=True, lora_model_dir=adapter_dir, lora_r=top,
-             lora_alpha=next(iter(plan.adapted.values()))['alpha'], lora_dropout=0.0, peft_use_rslora=plan.rslora,
-             lora_target_modules=sorted(plan.adapted))
-    head = (f"# qspec plan: {plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules.\n"
-            "# The ranks and alphas per module live in lora_model_dir (Axolotl has no rank_pattern key);\n"
-            "# qspec's per-module learning-rate multipliers have no Axolotl key and are not carried.\n")
-    return head + yaml.safe_dump(d, sort_keys=False)
+    _flat_lr(plan, 'axolotl')
+    al, esc = _whole_alphas(plan), {m: re.escape(m) for m in plan.adapted}
+    d = dict(base_model=base_model, adapter='qlora', load_in_4bit=True, lora_r=max(v['rank'] for v in plan.adapted.values()),
+             lora_alpha=next(iter(al.values())), lora_dropout=0.0, peft_use_rslora=plan.rslora, lora_target_modules=sorted(plan.adapted))
+    if adapter_dir: d['lora_model_dir'] = str(Path(adapter_dir).resolve())
+    else: d.update(lora_rank_pattern={esc[m]: v['rank'] for m, v in plan.adapted.items()}, lora_alpha_pattern={esc[m]: al[m] for m in plan.adapted})
+    how = (f"# The ranks and alphas per module are in lora_model_dir, a starter adapter (for Axolotl before 0.18).\n" if adapter_dir else
+           "# The ranks and alphas per module are lora_rank_pattern and lora_alpha_pattern (Axolotl 0.18 and later).\n")
+    return f"# qspec plan: {plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules.\n" + how + yaml.safe_dump(d, sort_keys=False)
+
+# %% ../nbs/08b_export.ipynb #ex0p0006
+def axolotl_unfrozen(
+    patterns:list[str], # `unfrozen_parameters` entries
+    names, # parameter names of the model
+)->set[str]: # the names Axolotl leaves trainable
+    "The parameters Axolotl's `unfrozen_parameters` selects: `LayerNamePattern` (axolotl/utils/freeze.py) restated"
+    out = set()
+    for p in patterns:
+        m = re.match(r"^(.+)\[([0-9]*)(?::([0-9]*))?\]$", p)  # an optional index range, which selects rows, not names
+        rx = re.compile(re.sub(r"\.(?!\+)", "\\.", m.group(1) if m else p))
+        out |= {n for n in names if rx.match(n)}
+    return out
 
 # %% ../nbs/08b_export.ipynb #13d427eb
 def plan_spectrum(
     plan:LoraPlan, # a plan
 )->str: # YAML with `unfrozen_parameters`
-    "The plan's modules as Spectrum's `unfrozen_parameters`: train those weight matrices in full"
-    import yaml, re
-    return (f"# qspec plan: the {len(plan.adapted)} modules it adapts, trained in full\n" +
-            yaml.safe_dump(dict(unfrozen_parameters=[f'^{re.escape(m)}\\.weight$' for m in sorted(plan.adapted)])))
+    "The plan's modules as Spectrum's `unfrozen_parameters` (as Axolotl reads them): train those weight matrices in full"
+    import yaml
+    _flat_lr(plan, 'spectrum')
+    if bad := [m for m in plan.adapted if not re.fullmatch(r'[\w.]+', m)]: raise QspecError(f"module name {bad[0]!r} is not a plain dotted name; Axolotl's patterns cannot name it")
+    pats = [f'^{m}.weight$' for m in sorted(plan.adapted)]
+    want = {f'{m}.weight' for m in plan.adapted}
+    if (got := axolotl_unfrozen(pats, want | {f'{m}.weight' for m in plan.modules})) != want: raise QspecError(f"the patterns would select {len(got)} weights, not the plan's {len(want)}")
+    full = sum(v['shape'][0] * v['shape'][1] for v in plan.adapted.values())
+    return (f"# qspec plan: the {len(plan.adapted)} modules it adapts, trained in full: {full:,} trainable parameters "
+            f"(the plan's LoRA trains {plan.params:,}).\n# For Axolotl's unfrozen_parameters, which escapes the dots itself.\n" +
+            yaml.safe_dump(dict(unfrozen_parameters=pats)))

@@ -16,7 +16,8 @@ from .core import QspecError, atomic_dir, cache_dir
 # %% auto #0
 __all__ = ['EMBEDDED_ALIAS', 'EMBEDDED_NAME', 'EMBEDDED_PACKAGE', 'EMBEDDED_VERSION', 'EMBEDDED_MODULE', 'EMBEDDED_GGUF',
            'EMBEDDED_INSTALL', 'ALIASES', 'TINY_ARCHS', 'embedded_gguf', 'embedded_checkpoint', 'resolve_model',
-           'model_class', 'load_model', 'load_tokenizer', 'ask', 'tiny_config', 'tiny_model', 'save_tiny']
+           'model_reference', 'model_class', 'model_config', 'check_weights', 'load_model', 'load_tokenizer', 'ask',
+           'tiny_config', 'tiny_model', 'save_tiny']
 
 # %% ../nbs/01_models.ipynb #13d2c67a
 EMBEDDED_ALIAS = 'smollm2'
@@ -114,12 +115,50 @@ def resolve_model(
     hint = f"did you mean {close[0]!r}? " if close else ''
     raise QspecError(f"unknown model {s!r}: {hint}use the alias '{EMBEDDED_ALIAS}', a checkpoint directory, or a hub id 'org/name'")
 
+# %% ../nbs/01_models.ipynb #m0de0m08
+def model_reference(
+    name:str|Path, # alias, checkpoint directory or hub id
+)->str: # what another program loads the same model by
+    "The name another tool (Axolotl, TRL, vLLM) loads `name` by, offline where it can: an absolute checkpoint path, or the hub id"
+    s = str(name).strip()
+    if s.lower() in ALIASES or Path(s).expanduser().exists(): return str(resolve_model(s).resolve())
+    return s
+
 # %% ../nbs/01_models.ipynb #427b8bf4
 def model_class(
     config, # a transformers config
 )->type: # the Auto class that loads this config
     "`AutoModelForSeq2SeqLM` for encoder-decoder configs, else `AutoModelForCausalLM`"
     return AutoModelForSeq2SeqLM if getattr(config, 'is_encoder_decoder', False) else AutoModelForCausalLM
+
+# %% ../nbs/01_models.ipynb #m0de0m02
+def _first_line(e:Exception)->str: # the exception's class and the first line of its message
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+
+def model_config(
+    name:str|Path, # alias, checkpoint directory or hub id
+): # the model's transformers config
+    "The config of a model named as `resolve_model` accepts, or a `QspecError` saying what is wrong with its config.json"
+    path = resolve_model(name)
+    try: return AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise QspecError(f"cannot read {str(path/'config.json')!r} ({_first_line(e)}); copy the model's own config.json there") from None
+
+# %% ../nbs/01_models.ipynb #m0de0m05
+def check_weights(
+    path:Path, # a checkpoint directory
+)->Path: # `path`, once every safetensors file it names has a readable header
+    "Refuse a checkpoint whose safetensors files are missing or unreadable, before any loader reads them"
+    from safetensors import safe_open
+    idx = path/'model.safetensors.index.json'
+    try: files = sorted({path/f for f in json.loads(idx.read_text())['weight_map'].values()}) if idx.exists() else sorted(path.glob('*.safetensors'))
+    except (ValueError, KeyError, TypeError, AttributeError) as e: raise QspecError(f"cannot read {str(idx)!r} ({_first_line(e)}); re-save the checkpoint") from None
+    for f in files:
+        if not f.exists(): raise QspecError(f"{str(idx)!r} names the shard {f.name!r}, which is missing; re-download the checkpoint")
+        try:
+            with safe_open(str(f), 'pt'): pass
+        except Exception as e: raise QspecError(f"cannot read {str(f)!r}: not a valid safetensors file ({_first_line(e)}); re-download or re-save it") from None
+    return path
 
 # %% ../nbs/01_models.ipynb #6e100007
 def load_model(
@@ -128,15 +167,23 @@ def load_model(
     device:str='cpu', # device to load onto
 )->PreTrainedModel: # the model, in eval mode
     "Load a model in full precision from anything `resolve_model` accepts"
-    path = resolve_model(name)
-    return model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, dtype=dtype, device_map={'': device}).eval()
+    path, cfg = resolve_model(name), model_config(name)
+    return model_class(cfg).from_pretrained(check_weights(path), dtype=dtype, device_map={'': device}).eval()
 
 # %% ../nbs/01_models.ipynb #6e100009
+_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'spiece.model', 'vocab.json', 'merges.txt')
+
 def load_tokenizer(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
 ): # a transformers tokenizer
-    "The tokenizer of a model named as `resolve_model` accepts"
-    return AutoTokenizer.from_pretrained(resolve_model(name))
+    "The tokenizer of a model named as `resolve_model` accepts, or a `QspecError` naming what is missing"
+    path = resolve_model(name)
+    try: return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        have = [f for f in _TOKENIZER_FILES if (path/f).exists()]
+        what = f"its tokenizer files ({', '.join(have)}) could not be read ({_first_line(e)})" if have else \
+               "it has no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model)"
+        raise QspecError(f"cannot load a tokenizer from {str(path)!r}: {what}; copy the model's tokenizer files next to its config.json") from None
 
 # %% ../nbs/01_models.ipynb #4f6da633
 @torch.no_grad()

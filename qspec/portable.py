@@ -41,22 +41,35 @@ def mixed_adapter(
     return Path(path)
 
 # %% ../nbs/08_portable.ipynb #8e74099c
-ENGINES = {  # engine -> how it scales B @ A
+ENGINES = {  # engine -> how it scales B @ A, from its source
     'peft': "alpha / r per module, from rank_pattern and alpha_pattern; / sqrt(r) with use_rslora",
-    'vllm': "lora_alpha / r for every module, or lora_alpha / sqrt(r) with use_rslora (PEFTHelper)",
-    'sglang': "lora_alpha / r for every module; use_rslora not read (LoRAAdapter)",
+    'vllm': "vLLM 0.32 and later: peft's rule, rank_pattern and alpha_pattern read per module (PEFTHelper.get_rank_and_scaling)",
+    'vllm<0.32': "vLLM before 0.32: lora_alpha / r for every module, or / sqrt(r) with use_rslora; the patterns dropped (PEFTHelper)",
+    'sglang': "lora_alpha / r for every module; use_rslora and the patterns not read (LoRAAdapter; read in 0.5.23)",
     'llama.cpp': "lora_alpha / the tensor's own rank; use_rslora and alpha_pattern not read (get_scale)",
 }
 
 # %% ../nbs/08_portable.ipynb #c72e2f82
+def _pattern(
+    pats:dict|None, # rank_pattern or alpha_pattern
+    module:str, # the module's name in the file, without peft's prefix
+    default, # the value when no key matches
+):
+    "The value of the first key that matches `module` as a dotted suffix (peft's `get_pattern_key`, vLLM's `_match_pattern`)"
+    return next((v for k, v in (pats or {}).items() if re.match(rf"(.*\.)?({k})$", module)), default)
+
 def engine_scale(
     cfg:dict, # the adapter's adapter_config.json, as the engine reads it
     rank:int, # the rank of one module's tensors in the file
-    engine:str, # 'vllm', 'sglang' or 'llama.cpp'
+    engine:str, # one of `ENGINES`
+    module:str='', # the module's name (for the rules that read rank_pattern and alpha_pattern)
 )->float: # the factor the engine multiplies that module's `B @ A` by
     "The scale `engine` applies to one module of an adapter file"
     a, r = float(cfg['lora_alpha']), int(cfg['r'])
-    if engine in ('vllm', 'sglang'): return a / (math.sqrt(r) if engine == 'vllm' and cfg.get('use_rslora') else r)
+    if engine in ('peft', 'vllm'):
+        r, a = _pattern(cfg.get('rank_pattern'), module, r), float(_pattern(cfg.get('alpha_pattern'), module, a))
+        return a / (math.sqrt(r) if cfg.get('use_rslora') else r)
+    if engine in ('vllm<0.32', 'sglang'): return a / (math.sqrt(r) if engine == 'vllm<0.32' and cfg.get('use_rslora') else r)
     if engine == 'llama.cpp': return a / rank
     raise QspecError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
 
@@ -74,7 +87,7 @@ def engine_refusal(
 # %% ../nbs/08_portable.ipynb #d4a4c374
 def engine_updates(
     path:str|Path, # a peft adapter directory
-    engine:str='peft', # 'peft' (the trained scales), 'vllm', 'sglang' or 'llama.cpp'
+    engine:str='peft', # one of `ENGINES`: 'peft' (the trained scales), 'vllm', 'vllm<0.32', 'sglang' or 'llama.cpp'
 )->dict: # module name -> (A (r, in), B (out, r), scale)
     "Each module's LoRA matrices and the scale `engine` would apply to them"
     path = Path(path)
@@ -85,8 +98,8 @@ def engine_updates(
     sd = adapter_tensors(path)
     out = {}
     for k in sorted(k for k in sd if '.lora_A.' in k):
-        a, b = sd[k], sd[k.replace('.lora_A.', '.lora_B.')]
-        out[k.split('.lora_A.')[0].removeprefix('base_model.model.')] = (a, b, engine_scale(cfg, a.shape[0], engine))
+        a, b, m = sd[k], sd[k.replace('.lora_A.', '.lora_B.')], k.split('.lora_A.')[0].removeprefix('base_model.model.')
+        out[m] = (a, b, engine_scale(cfg, a.shape[0], engine, m))
     return out
 
 # %% ../nbs/08_portable.ipynb #64cf72cf
@@ -161,7 +174,7 @@ def write_portable(
 def engine_model(
     model, # a base model (not wrapped by peft); it is modified in place
     path:str|Path, # a peft adapter directory
-    engine:str='peft', # 'peft' (the trained model), 'vllm', 'sglang' or 'llama.cpp'
+    engine:str='peft', # one of `ENGINES`: 'peft' (the trained model), 'vllm', 'vllm<0.32', 'sglang' or 'llama.cpp'
 ): # the peft model, in eval mode
     "`model` with the adapter at `path`, each module scaled as `engine` scales it"
     from peft import LoraConfig, PeftModel

@@ -15,7 +15,7 @@ import bitsandbytes as bnb
 from fastcore.basics import patch
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
-from .models import resolve_model, model_class
+from .models import resolve_model, model_class, model_config, check_weights
 
 # %% auto #0
 __all__ = ['KINDS', 'nf4_config', 'load_nf4', 'dequantize', 'MemoryReport', 'memory_report']
@@ -51,7 +51,7 @@ def load_nf4(
             return load_nf4(d, device=dev, compute_dtype=compute_dtype, double_quant=double_quant,
                             skip_modules=skip_modules, quant_storage=quant_storage, cpu_repack=cpu_repack, device_map=device_map)
     path = resolve_model(model)
-    cls = model_class(AutoConfig.from_pretrained(path))
+    cls = model_class(model_config(path)); check_weights(path)
     q = nf4_config(compute_dtype, double_quant, skip_modules, quant_storage)
     m = cls.from_pretrained(path, quantization_config=q, device_map={'': dev} if device_map is None else device_map, dtype=compute_dtype).eval()
     for l in m.modules():  # one arithmetic everywhere: inference computes as training does, unless asked otherwise

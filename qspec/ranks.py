@@ -269,6 +269,10 @@ def param_groups(
     return [dict(params=ps, lr=lr * s, weight_decay=weight_decay, lr_scale=s) for s, ps in sorted(groups.items())]
 
 # %% ../nbs/04_ranks.ipynb #921404d7
+def _alpha(a)->int|float: # `a` as an int when it is whole: `16`, not `16.0`, in adapter_config.json
+    "An alpha as Ollama's importer can read it (`lora_alpha` is a `uint32` in its `convert/convert.go`)"
+    return int(a) if float(a).is_integer() else float(a)
+
 @patch
 def lora_config(self:LoraPlan)->LoraConfig: # target_modules, rank_pattern and alpha_pattern of the plan
     "peft's `LoraConfig` for this plan"
@@ -276,8 +280,8 @@ def lora_config(self:LoraPlan)->LoraConfig: # target_modules, rank_pattern and a
     if not ad: raise QspecError("the plan adapts no module (every rank is 0); raise the budget or the tiers")
     esc = {m: re.escape(m) for m in ad}
     top = max(v['rank'] for v in ad.values())
-    return LoraConfig(r=top, lora_alpha=next(iter(ad.values()))['alpha'], target_modules=sorted(ad), lora_dropout=0.0,
-                      rank_pattern={esc[m]: v['rank'] for m, v in ad.items()}, alpha_pattern={esc[m]: v['alpha'] for m, v in ad.items()},
+    return LoraConfig(r=top, lora_alpha=_alpha(next(iter(ad.values()))['alpha']), target_modules=sorted(ad), lora_dropout=0.0,
+                      rank_pattern={esc[m]: v['rank'] for m, v in ad.items()}, alpha_pattern={esc[m]: _alpha(v['alpha']) for m, v in ad.items()},
                       use_rslora=self.rslora, bias='none')
 
 # %% ../nbs/04_ranks.ipynb #9e67f343

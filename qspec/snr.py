@@ -202,8 +202,9 @@ class SNRResults:
     def __init__(self,
         rows:list[dict], # one dict per matrix: module, type, layer, shape, snr, n_signal, sigma, tau
         name:str='', # the model's name
+        source:str='', # what other tools load the model by (`qspec.models.model_reference`), when known
     ):
-        self.rows, self.name = sorted(rows, key=lambda r: (r['type'], r['layer'])), name
+        self.rows, self.name, self.source = sorted(rows, key=lambda r: (r['type'], r['layer'])), name, source
     @property
     def types(self)->list[str]: # the module types, sorted
         "The module types scanned"
@@ -376,7 +377,7 @@ def to_json(self:SNRResults,
 )->Path: # `path`: qspec's full table
     "Write every scored module with its type, layer, shape and SNR"
     rows = [{**r, 'shape': list(r['shape']), **{k: (None if isinstance(r[k], float) and math.isnan(r[k]) else r[k]) for k in ('snr', 'sigma', 'tau')}} for r in self.rows]
-    with atomic_file(path) as t: t.write_text(json.dumps(dict(model=self.name, modules=rows), indent=1))
+    with atomic_file(path) as t: t.write_text(json.dumps(dict(model=self.name, source=self.source, modules=rows), indent=1))
     return Path(path)
 
 # %% ../nbs/03_snr.ipynb #a067e4f7
@@ -386,7 +387,7 @@ def load_snr(
     "Read a scan back from qspec's `snr.json`"
     d = read_json(path, 'qspec snr.json', 'modules', "write one with `qspec scan MODEL --out DIR` (Spectrum's snr_results_*.json lacks shapes)")
     rows = [{**r, 'shape': tuple(r['shape']), **{k: math.nan if r.get(k) is None else r[k] for k in ('snr', 'sigma', 'tau')}} for r in d['modules']]
-    return SNRResults(rows, name=d.get('model', ''))
+    return SNRResults(rows, name=d.get('model', ''), source=d.get('source', ''))
 
 # %% ../nbs/03_snr.ipynb #abe88cf3
 @patch

@@ -374,7 +374,7 @@ def _finish(
     if hasattr(cfg, 'quantization_config'): del cfg.quantization_config
     cfg.dtype = out_dtype
     cfg.save_pretrained(tmp)
-    for f in _extras(src): shutil.copy(f, tmp/f.name)
+    for f in _extras(src): shutil.copyfile(f, tmp/f.name)  # the contents, with the mode the umask gives (not the source's)
 
 # %% ../nbs/06b_stream.ipynb #6550dbcf
 def random_adapter(

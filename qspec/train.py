@@ -13,8 +13,9 @@ import torch, torch.nn as nn
 from .core import QspecError, all_gather, atomic_dir, atomic_file, check_same, compute_dtype, main_process_first, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
 from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
+from transformers.trainer_pt_utils import nested_gather
 from . import models
-from .models import load_tokenizer, resolve_model
+from .models import load_tokenizer, model_config, resolve_model
 from .data import token_batches, train_val_examples
 from .quant import load_nf4
 from .snr import SNRAnalyzer, SNRResults, load_snr
@@ -72,6 +73,15 @@ def compute_loss(self:QspecTrainer,
         loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes: scaled back, as `Trainer` does
     return (loss, dict(loss=loss)) if return_outputs else loss
 
+# %% ../nbs/07_train.ipynb #tr0f0002
+@patch
+def _finalize_training(self:QspecTrainer,
+    trial, num_train_samples, start_time, # as `Trainer._finalize_training`
+): # `Trainer`'s TrainOutput
+    "`Trainer`'s end of training, with the loss since the last logging step averaged over processes first"
+    if self.args.world_size > 1: self._tr_loss = nested_gather(self._tr_loss.detach(), self.args.parallel_mode).mean()
+    return Trainer._finalize_training(self, trial, num_train_samples, start_time)
+
 # %% ../nbs/07_train.ipynb #c46b1168
 _REPLAN = ("the scan's ranking can differ between devices (nondeterministic kernels, ties); run the same config again: "
            "every process then reads the plan process 0 wrote")
@@ -119,9 +129,9 @@ class Run:
 def prepare_data(self:Run)->Run: # the run, with `tok`, `train_ex`, `val_ex` and `question` set
     "Tokenizer, training and validation examples (prepared by the main process first); fails fast on bad data"
     c = self.cfg
+    s2s = getattr(model_config(c.model), 'is_encoder_decoder', False)  # the model's files in the order they are read: config, tokenizer
     self.tok = load_tokenizer(c.model)
     if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
-    s2s = getattr(AutoConfig.from_pretrained(resolve_model(c.model)), 'is_encoder_decoder', False)
     with main_process_first():  # process 0 tokenizes and caches; the others then read its cache
         tr, va, q = train_val_examples(self.tok, c.data, c.split, c.columns, c.val_data, c.val_fraction, c.max_length, c.packing, s2s, c.seed)
     self.question = c.question or q
@@ -289,7 +299,7 @@ def save(self:Run)->Path: # the run directory
     with atomic_dir(self.out) as tmp:
         export_peft(self.model, tmp/'adapter'); write_quant_settings(tmp/'adapter', self.dtype)
         for f in ('snr_before.json', 'plan.json', 'groups.json'):
-            if (self.work/f).exists(): shutil.copy(self.work/f, tmp/f)
+            if (self.work/f).exists(): shutil.copyfile(self.work/f, tmp/f)
         self.snr_after.to_json(tmp/'snr_after.json')
         if getattr(self, 'plan_resized', None): self.plan_resized.save(tmp/'plan_resized.json')
         self._save_metrics(tmp); self.plots(tmp)

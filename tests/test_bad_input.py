@@ -228,3 +228,16 @@ def test_console_script_one_line(tmp_path):
         r = subprocess.run([str(exe), *argv], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
     assert not (tmp_path/'run').exists() and not (tmp_path/'o').exists()
+
+
+def test_bad_model_dirs(tmp_path):
+    "Each file of a model directory that a run reads stops it with one line where it is first read: config, tokenizer, weights"
+    from qspec.models import load_tokenizer, save_tiny
+    good, d, out = save_tiny('llama', tmp_path/'good'), tmp_path/'m', tmp_path/'run'
+    d.mkdir(); (d/'config.json').write_text((good/'config.json').read_text()); (d/'model.safetensors').write_bytes(b'garbage')
+    (tmp_path/'c.yaml').write_text(f'out: {out}\nmodel: {d}\ndevice: cpu\nsteps: 1\n')
+    refused(out, 'train', tmp_path/'c.yaml', contains='it has no tokenizer files')  # corrupt weights and no tokenizer: not sentencepiece's traceback
+    load_tokenizer('smollm2').save_pretrained(d)
+    refused(out, 'train', tmp_path/'c.yaml', contains='model.safetensors\' is not a safetensors file')  # the weights, where their header is first read
+    (d/'config.json').write_text('{"model_type": "llama", ')
+    refused(out, 'train', tmp_path/'c.yaml', contains=f"cannot read {str(d/'config.json')!r}")
