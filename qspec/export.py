@@ -139,6 +139,16 @@ def _generation(base:Path)->dict: # the base's generation_config.json, or {}
     f = base/'generation_config.json'
     return json.loads(f.read_text()) if f.exists() else {}
 
+# %% ../nbs/08b_export.ipynb #ex0p0008
+def _whole_alpha_json(
+    f:Path, # an adapter_config.json
+):
+    "Rewrite whole alphas as integers (`16`, not `16.0`): Ollama's importer reads `lora_alpha` into a `uint32`"
+    d = json.loads(f.read_text())
+    w = lambda a: int(a) if isinstance(a, float) and a.is_integer() else a
+    d.update(lora_alpha=w(d.get('lora_alpha')), alpha_pattern={k: w(v) for k, v in (d.get('alpha_pattern') or {}).items()})
+    f.write_text(json.dumps(d, indent=2))
+
 # %% ../nbs/08b_export.ipynb #a1ea7c59
 def _write_ollama(
     tmp:Path, # the directory being written (holding the GGUF files)
@@ -182,7 +192,7 @@ def export(
     info, out = dict(target=target, adapter=str(adapter), base=str(base), exact_for=EXACT_FOR[target]), Path(out).expanduser()
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as w:
         pp = (prompts if prompts and not isinstance(prompts[0], str) else _prompt_ids(base, prompts)) if checking else None
-        if target == 'peft': shutil.copytree(adapter, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile)
+        if target == 'peft': shutil.copytree(adapter, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile); _whole_alpha_json(tmp/'adapter_config.json')
         if target in PORTABLE: info.update(write_portable(adapter, tmp, target, base))
         if target in ENGINES_OF and checking: info['parity'] = adapter_parity(base, adapter, tmp, ENGINES_OF[target], pp, new_tokens)
         if target in ('gguf', 'ollama'):
