@@ -58,7 +58,7 @@ def emulated(base, path, rule, prompts, ref, new_tokens):
     from qspec.models import load_model
     from qspec.portable import engine_model, served_logits
     got = served_logits(engine_model(load_model(base), path, rule), prompts, new_tokens)
-    top = [{str(i): v.item() for v, i in zip(*first_logprobs(l).topk(20))} for l in got[0]]
+    top = [{str(int(i)): v.item() for v, i in zip(*first_logprobs(l).topk(20))} for l in got[0]]
     return compare(ref, got[1], top)
 
 
@@ -139,15 +139,17 @@ def main():
     ref = served_logits(engine_model(load_model(base), run/'adapter', 'peft'), prompts, new_tokens)
     ranks = {a_.shape[0] for a_, _, _ in read_adapter(run/'adapter').values()}
     adapters = {'raw': run/'adapter', 'vllm': work/'vllm', 'lora': work/'lora'}
-    res = dict(command='python benchmarks/engines.py ' + ' '.join(sys.argv[1:]), run=str(run), ranks=sorted(ranks),
+    res = dict(command=' '.join(['python benchmarks/engines.py', *sys.argv[1:]]), run=str(run), ranks=sorted(ranks),
                prompts=len(prompts), new_tokens=new_tokens, vllm=[])
     for v in a.vllm.split(','):
         py = vllm_python(v, HERE.parent)
         job = dict(base=str(base), max_lora_rank=serving_rank(max(ranks), 'vllm'), new_tokens=new_tokens, prompts=prompts,
                    adapters={k: str(p_) for k, p_ in adapters.items()})
-        (work/f'job-{v}.json').write_text(json.dumps(job))
-        print(f'serving with vLLM {v}...', flush=True)
-        sh(py, HERE/'engines_vllm_worker.py', work/f'job-{v}.json', work/f'vllm-{v}.json', timeout=1800)
+        jf, vf = work/f'job-{v}.json', work/f'vllm-{v}.json'
+        if not (vf.exists() and jf.exists() and json.loads(jf.read_text()) == job):  # served already, the same job
+            jf.write_text(json.dumps(job)); vf.unlink(missing_ok=True)
+            print(f'serving with vLLM {v}...', flush=True)
+            sh(py, HERE/'engines_vllm_worker.py', jf, vf, timeout=1800)
         got = json.loads((work/f'vllm-{v}.json').read_text())
         rule = 'vllm' if tuple(map(int, v.split('.')[:2])) >= (0, 32) else 'vllm<0.32'
         for k, path in adapters.items():

@@ -15,7 +15,8 @@ def main(job_file, out_file):
     from vllm.lora.request import LoRARequest
     import vllm
     llm = LLM(model=job['base'], enable_lora=True, max_lora_rank=job['max_lora_rank'], max_loras=1, dtype='float32',
-              max_model_len=1024, enforce_eager=True, seed=0)
+              max_model_len=1024, enforce_eager=True, seed=0,
+              gpu_memory_utilization=0.2)  # on the CPU backend: the share of host memory reserved (the default, 0.92, is refused when less is free)
     sp = SamplingParams(temperature=0.0, max_tokens=job['new_tokens'], logprobs=20)
     prompts = [TokensPrompt(prompt_token_ids=p) for p in job['prompts']]
     out = dict(vllm=vllm.__version__, adapters={})

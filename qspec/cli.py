@@ -318,7 +318,7 @@ def _model_module_names(
 
 # %% ../nbs/09_cli.ipynb #6c000021
 def _check_allocate(
-    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', fmt='plan', # as `allocate`
+    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', fmt='plan', starter_adapter=False, # as `allocate`
 ):
     "The argument checks of `allocate`, before any file is read (those of the allocator, without torch)"
     if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
@@ -327,6 +327,7 @@ def _check_allocate(
     if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
     check_lr_scale(lr_scale); check_allocation(allocation, '--allocation')
     if tiers is not None and allocation != 'snr': raise QspecError(f"--allocation {allocation} spends a budget: give --budget instead of --tiers")
+    if starter_adapter and fmt != 'axolotl': raise QspecError(f"--starter-adapter is for --format axolotl (Axolotl before 0.18), not --format {fmt}")
     if fmt != 'plan' and lr_scale[0] != lr_scale[1]:
         raise QspecError(f"--format {fmt} has one learning rate for every module, so it cannot carry --lr-scale {lr_scale[0]:g},{lr_scale[1]:g}; "
                          "drop --lr-scale, or write --format plan for qspec train")
@@ -378,7 +379,7 @@ def allocate(
     starter_adapter:bool=False, # axolotl: a starter adapter instead of lora_rank_pattern (Axolotl before 0.18)
 )->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
-    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation, fmt)
+    _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation, fmt, starter_adapter)
     from qspec.snr import load_snr
     from qspec.ranks import allocate as spend, plan_budget, plan_tiers, check_plan
     snr = load_snr(snr_json)

@@ -193,6 +193,8 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['allocate', 'snr.json', '--budget', '100', '--format', 'unsloth', '--out', '{out}'], "invalid choice: 'unsloth'"),
     (['allocate', 'snr.json', '--budget', '100', '--allocation', 'flat', '--out', '{out}'], "invalid choice: 'flat'"),
     (['allocate', 'snr.json', '--tiers', '25', '--ranks', '8', '--allocation', 'uniform', '--out', '{out}'], '--allocation uniform spends a budget'),
+    (['allocate', 'snr.json', '--budget', '100', '--format', 'peft', '--lr-scale', '0.5,2', '--out', '{out}'], '--format peft has one learning rate for every module'),
+    (['allocate', 'snr.json', '--budget', '100', '--starter-adapter', '--out', '{out}'], '--starter-adapter is for --format axolotl'),
     (['compare', '{tmp}/none.yaml', '--out', '{out}'], 'no config file'),
     (['compare', '--seeds', '0', '--out', '{out}'], 'expected a whole number of at least 1'),
     (['compare', '--seeds', '1', '--out', '{out}'], 'seeds must be at least 2 for an interval'),
