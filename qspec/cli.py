@@ -335,6 +335,7 @@ def _check_allocate(
 # %% ../nbs/09_cli.ipynb #a36b7cb0
 PLAN_FORMATS = ('plan', 'peft', 'axolotl', 'spectrum')
 
+# %% ../nbs/09_cli.ipynb #cl0i0001
 def _task_type(
     ref:str, # `model_reference` of the model
 )->str: # peft's task type
@@ -342,6 +343,7 @@ def _task_type(
     f = Path(ref)/'config.json'
     return 'SEQ_2_SEQ_LM' if f.exists() and json.loads(f.read_text()).get('is_encoder_decoder') else 'CAUSAL_LM'
 
+# %% ../nbs/09_cli.ipynb #cl0i0002
 def _write_plan(
     plan, # a `LoraPlan`
     out:str, # the file (a folder for 'peft') to write

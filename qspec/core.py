@@ -32,6 +32,7 @@ def _umask()->int: # the process's file-mode creation mask
     except (OSError, StopIteration, ValueError):
         m = os.umask(0o22); os.umask(m); return m
 
+# %% ../nbs/00_core.ipynb #c0de0m10
 def _plain_mode(
     p:Path, # a file or directory tree made by `tempfile` (0600, 0700) or by a library that writes 0600
 ):

@@ -214,6 +214,7 @@ def _flat_lr(
     if len(lr) > 1: raise QspecError(f"--format {fmt} has one learning rate for every module, but this plan scales it per module "
                                      f"({min(lr):g}× to {max(lr):g}×); allocate with a flat --lr-scale 1,1, or use --format plan (qspec train reads it)")
 
+# %% ../nbs/08b_export.ipynb #ex0p0010
 def plan_peft(
     plan:LoraPlan, # a plan
     base_model:str='', # recorded as base_model_name_or_path
@@ -271,6 +272,7 @@ def _whole_alphas(
         raise QspecError(f"Axolotl reads lora_alpha and lora_alpha_pattern as whole numbers, but {bad[0]} has alpha {al[bad[0]]}; allocate with a whole --alpha")
     return {m: int(a) for m, a in al.items()}
 
+# %% ../nbs/08b_export.ipynb #ex0p0011
 def plan_axolotl(
     plan:LoraPlan, # a plan
     base_model:str, # the model, as Axolotl should load it (an absolute path or a hub id)

@@ -135,6 +135,7 @@ def model_class(
 def _first_line(e:Exception)->str: # the exception's class and the first line of its message
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
 
+# %% ../nbs/01_models.ipynb #m0de0m10
 def model_config(
     name:str|Path, # alias, checkpoint directory or hub id
 ): # the model's transformers config
@@ -173,6 +174,7 @@ def load_model(
 # %% ../nbs/01_models.ipynb #6e100009
 _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'spiece.model', 'vocab.json', 'merges.txt')
 
+# %% ../nbs/01_models.ipynb #m0de0m11
 def load_tokenizer(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
 ): # a transformers tokenizer

@@ -58,6 +58,7 @@ def _pattern(
     "The value of the first key that matches `module` as a dotted suffix (peft's `get_pattern_key`, vLLM's `_match_pattern`)"
     return next((v for k, v in (pats or {}).items() if re.match(rf"(.*\.)?({k})$", module)), default)
 
+# %% ../nbs/08_portable.ipynb #pt0s0001
 def engine_scale(
     cfg:dict, # the adapter's adapter_config.json, as the engine reads it
     rank:int, # the rank of one module's tensors in the file
