@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/compare.html.md"""
 
 # %% ../nbs/07a_compare.ipynb #e9d6217f
 from __future__ import annotations
-import json, math, random, shutil, statistics, tempfile, threading, time
+import hashlib, json, math, os, random, shutil, statistics, tempfile, threading, time
 import subprocess, sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,16 +18,17 @@ from .core import QspecError, atomic_dir, peak_memory_mib, rss_mib, save_png
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .estimate import plan_for
-from .grouping import Groups, GradientGrouper, activation_signatures, share_adapters, signature_groups
-from .quant import load_nf4
-from .ranks import LoraPlan, apply_plan, deal, inverse_plan, one_rank_plan, resize
-from .snr import SNRAnalyzer
-from .train import Run
+from .grouping import Groups, GradientGrouper, activation_signatures, signature_groups
+from .ranks import LoraPlan, _delta, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, resize
+from .snr import SNRAnalyzer, SNRResults
+from .train import Run, adapt, fit_plan, load_base, make_trainer
 
 # %% auto #0
-__all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'plot_arms', 'similar_pairs', 'random_pairs', 'activation_pairs',
-           'neighbour_pairs', 'arm_groups', 'StepTimes', 'train_memory', 'arm_model', 'train_arm', 'interval', 'paired',
-           'arm_process', 'check_study', 'Comparison', 'load_comparison', 'compare']
+__all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'type_budget_plan', 'compress_plan', 'plot_arms', 'similar_pairs',
+           'random_pairs', 'activation_pairs', 'neighbour_pairs', 'arm_groups', 'StepTimes', 'train_memory',
+           'arm_model', 'evaluate', 'train_arm', 't_quantile', 'interval', 'detectable', 'seeds_for', 'paired',
+           'verdict', 'verdict_words', 'run_key', 'RunStore', 'arm_process', 'check_study', 'Comparison',
+           'load_comparison', 'compare']
 
 # %% ../nbs/07a_compare.ipynb #b7777915
 ARMS = {
@@ -44,6 +45,8 @@ ARMS = {
     'random-share-a': "the same pairs' sizes and ranks as `share-a`, members drawn at random, sharing A",
     'share-b': "as `share-a`, each pair sharing its output-side factor B instead",
     'random-share-b': "the same pairs' sizes and ranks as `share-b`, members drawn at random, sharing B",
+    'types': "the budget split over module types as `uniform` splits it (each type's parameters per unit of rank), then placed by SNR within each type",
+    'compress': "`uniform` trained at four times the budget, then cut to the budget by keeping the largest singular values of the updates across all modules",
     'resize': "re-scan and resize after three quarters of the steps, then train the rest",
     'qlora': "peft's QLoRA recipe: r=16, alpha 32, dropout 0.05 on all linear layers (not budget-matched)",
     'eva': "peft's EVA: ranks redistributed by the SVD of each layer's inputs, at the `uniform` arm's average rank",
@@ -65,6 +68,42 @@ def flat_lr_plan(
     "The plan's ranks without its learning-rate multipliers"
     mods = {m: dict(v, lr_scale=1.0 if v['rank'] else 0.0) for m, v in plan.modules.items()}
     return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, lr_scale=[1.0, 1.0]))
+
+# %% ../nbs/07a_compare.ipynb #cm0a0002
+def type_budget_plan(
+    plan:LoraPlan, # a plan of the model (its modules, shapes, SNR and importances)
+    budget:int, # trainable parameters, at most
+    min_rank:int=4, max_rank:int=64, alpha:float=16, lr_scale:tuple=(1.0, 1.0), # as `plan_budget`
+)->LoraPlan: # each type's share of the budget placed by SNR within the type
+    "The budget split over module types by their parameters per unit of rank, each share spent by SNR within its type"
+    by = {}
+    for m, v in plan.modules.items(): by.setdefault(v['type'], []).append((m, v))
+    per = {t: sum(sum(v['shape']) for _, v in ms) for t, ms in by.items()}
+    mods = {}
+    for t, ms in by.items():
+        rows = [dict(module=m, type=t, layer=v['layer'], shape=tuple(v['shape']), snr=math.nan if v['snr'] is None else v['snr']) for m, v in ms]
+        try: mods.update(plan_budget(SNRResults(rows, plan.name), budget * per[t] // sum(per.values()), min_rank, max_rank, 4, alpha, plan.rslora, lr_scale).modules)
+        except QspecError: mods.update({m: dict(v, rank=0, alpha=0, lr_scale=0.0, tier='frozen') for m, v in ms})  # too small a share
+    return LoraPlan(mods, plan.rslora, plan.name, dict(method='type budgets', budget=budget, shares={t: p / sum(per.values()) for t, p in per.items()}))
+
+# %% ../nbs/07a_compare.ipynb #cm0a0006
+def compress_plan(
+    pm, # a model with trained adapters
+    plan:LoraPlan, # its plan
+    budget:int, # trainable parameters after compressing, at most
+    weights:dict|None=None, # module -> factor on its singular values (None: 1)
+)->LoraPlan: # the ranks that keep the largest singular values within `budget`
+    "Ranks for the trained updates that keep their largest singular values, across all modules, within `budget`"
+    svs = []
+    for m, l in lora_layers(pm).items():
+        w = 1.0 if weights is None else weights[m]
+        svs += [(w * s, m) for s in torch.linalg.svdvals(_delta(l)).tolist()[:l.r['default']]]
+    ranks, left = {}, budget
+    for _, m in sorted(svs, key=lambda x: -x[0]):
+        if sum(plan.modules[m]['shape']) <= left: ranks[m] = ranks.get(m, 0) + 1; left -= sum(plan.modules[m]['shape'])
+    mods = {m: dict(v, rank=ranks.get(m, 0), alpha=v['alpha'] if m in ranks else 0, lr_scale=1.0 if m in ranks else 0.0,
+                    tier='adapted' if m in ranks else 'frozen') for m, v in plan.modules.items()}
+    return LoraPlan(mods, plan.rslora, plan.name, dict(method='compressed', budget=budget, trained_params=plan.params))
 
 # %% ../nbs/07a_compare.ipynb #b263d2df
 def plot_arms(
@@ -181,113 +220,246 @@ def train_memory(
     return res, max(peak[0] - start, 0.0)
 
 # %% ../nbs/07a_compare.ipynb #ac1c7c15
-def _peft_arm(run:Run, base, arm:str, r:int):
+def _peft_arm(cfg:TrainConfig, base, arm:str, r:int, calibration:list):
     "peft's QLoRA recipe, or EVA at rank `r`"
     from peft import EvaConfig, LoraConfig, get_peft_model, initialize_lora_eva_weights, prepare_model_for_kbit_training
     task = 'SEQ_2_SEQ_LM' if getattr(base.config, 'is_encoder_decoder', False) else 'CAUSAL_LM'
     if arm == 'qlora':
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=run.cfg.gradient_checkpointing)
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.gradient_checkpointing)
         return get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules='all-linear', task_type=task))
-    if run.cfg.gradient_checkpointing: base.activation_checkpointing_enable(dict(use_reentrant=False))
-    cfg = LoraConfig(r=r, lora_alpha=run.cfg.alpha, use_rslora=True, target_modules='all-linear', task_type=task,
-                     init_lora_weights='eva', eva_config=EvaConfig(rho=2.0))
-    pm = get_peft_model(base, cfg, low_cpu_mem_usage=True)
-    initialize_lora_eva_weights(pm, dataloader=[dict(input_ids=b, attention_mask=torch.ones_like(b)) for b in run.calibration],
+    if cfg.gradient_checkpointing: base.activation_checkpointing_enable(dict(use_reentrant=False))
+    lc = LoraConfig(r=r, lora_alpha=cfg.alpha, use_rslora=True, target_modules='all-linear', task_type=task,
+                    init_lora_weights='eva', eva_config=EvaConfig(rho=2.0))
+    pm = get_peft_model(base, lc, low_cpu_mem_usage=True)
+    initialize_lora_eva_weights(pm, dataloader=[dict(input_ids=b, attention_mask=torch.ones_like(b)) for b in calibration],
                                 show_progress_bar=False)
     return pm
 
 # %% ../nbs/07a_compare.ipynb #3257b829
 def arm_model(
-    run:Run, # a run with its data and `calibration` batches prepared
+    run:Run, # a run with its data and `calibration` batches prepared (only read)
     arm:str, # one of `ARMS`
     plan:LoraPlan, # the default plan
     seed:int, # the adapters' initialisation and the random arms' draw
 )->tuple: # (model with adapters, plan for the learning rates or None)
     "An arm's model on a freshly loaded base"
-    c = run.cfg
-    base = load_nf4(c.model, device=run.device, compute_dtype=run.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
+    c = replace(run.cfg, seed=seed)
+    base = load_base(c, run.path, run.device, run.dtype)
     torch.manual_seed(seed)
-    if arm in ('qlora', 'eva'): return _peft_arm(run, base, arm, one_rank_plan(plan, c.budget).meta['rank']), None
+    if arm in ('qlora', 'eva'): return _peft_arm(c, base, arm, one_rank_plan(plan, c.budget).meta['rank'], run.calibration), None
     groups, parts = arm_groups(arm, base, plan, run.calibration, seed)
     if groups: plan = groups.grouped_plan(plan)
     else: plan = {'snr': plan, 'resize': plan, 'snr-inverse': inverse_plan(plan), 'snr-flat-lr': flat_lr_plan(plan),
                   'random': random_plan(plan, seed), 'uniform': one_rank_plan(plan, c.budget, 100, c.alpha),
-                  'spectrum': one_rank_plan(plan, c.budget, 25, c.alpha)}[arm]
-    torch.manual_seed(seed)
-    pm = apply_plan(base, plan, gradient_checkpointing=c.gradient_checkpointing)
-    if groups: share_adapters(pm, groups, parts)
-    return pm, plan
+                  'spectrum': one_rank_plan(plan, c.budget, 25, c.alpha), 'compress': one_rank_plan(plan, 4 * c.budget, 100, c.alpha),
+                  'types': type_budget_plan(plan, c.budget, c.min_rank, c.max_rank, c.alpha, tuple(c.lr_scale))}[arm]
+    return adapt(c, base, plan, groups, parts), plan
+
+# %% ../nbs/07a_compare.ipynb #cm0a0009
+def evaluate(
+    cfg:TrainConfig, # the config: batch size, loss
+    model, # a model with adapters
+    plan:LoraPlan|None, # its plan
+    run:Run, # the run whose validation examples are used (only read)
+)->float: # eval loss
+    "The eval loss of `model` on the run's validation examples"
+    with tempfile.TemporaryDirectory(prefix='qspec-eval-') as d:
+        return make_trainer(cfg, model, plan, run.tok, run.train_ex, run.val_ex, 1, Path(d), run.device).evaluate()['eval_loss']
 
 # %% ../nbs/07a_compare.ipynb #19873186
 def train_arm(
-    run:Run, # a run with its data and `calibration` prepared
+    run:Run, # a run with its data and `calibration` prepared (only read)
     arm:str, # one of `ARMS`
     plan:LoraPlan, # the default plan
     lr:float, # base learning rate
     seed:int, # seed of the adapters and the data order
-)->dict: # arm, lr, seed, eval_loss, step_s, train_mem_mib, trainable
+)->dict: # arm, lr, seed, eval_loss, train_loss, step_s, train_mem_mib, trainable, peak_mib, seconds
     "Train one arm once and evaluate it"
-    cfg0, times = run.cfg, StepTimes()
-    run.cfg = replace(cfg0, lr=lr, seed=seed, eval_steps=10**9, save_steps=10**9, logging_steps=10**9)
+    c, times, t0 = replace(run.cfg, lr=lr, seed=seed, eval_steps=10**9, save_steps=10**9, logging_steps=10**9), StepTimes(), time.perf_counter()
     def steps(model, p, n):
-        run.model, run.plan, run.callbacks, d = model, p, [times], Path(tempfile.mkdtemp(prefix='qspec-compare-'))
-        try: tr = run.trainer(n, d); tr.train(); return tr
-        finally: shutil.rmtree(d, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix='qspec-compare-') as d:
+            return fit_plan(c, model, p, run.tok, run.train_ex, run.val_ex, Path(d), run.device, callbacks=(times,), steps=n)
     def fit():
-        first = max(1, run.cfg.steps * 3 // 4) if arm == 'resize' and run.cfg.steps > 1 else run.cfg.steps
-        tr = steps(*arm_model(run, arm, plan, seed), first)
-        if first == run.cfg.steps: return tr
-        new = plan_for(run.cfg, SNRAnalyzer(run.model, device=run.device, progress=False).scan())
-        return steps(resize(run.model, new, run.cfg.gradient_checkpointing)[0], new, run.cfg.steps - first)
-    try:
-        tr, mem = train_memory(fit, run.device)
-        last = [l for l in tr.state.log_history if 'eval_loss' in l and l.get('step') == tr.state.global_step]  # evaluated at the end already?
-        ev = last[-1]['eval_loss'] if last else tr.evaluate()['eval_loss']
-    finally: run.cfg = cfg0
-    n = sum(q.numel() for q in run.model.parameters() if q.requires_grad)
-    return dict(arm=arm, lr=lr, seed=seed, eval_loss=ev, step_s=statistics.median(times.times), train_mem_mib=mem, trainable=n)
+        model, p = arm_model(run, arm, plan, seed)
+        first = max(1, c.steps * 3 // 4) if arm == 'resize' and c.steps > 1 else c.steps
+        f = steps(model, p, first)
+        if arm == 'resize' and first < c.steps:
+            new = plan_for(c, SNRAnalyzer(model, device=run.device, progress=False).scan())
+            model = resize(model, new, c.gradient_checkpointing)[0]; f = steps(model, new, c.steps - first)
+        if arm == 'compress':
+            new = compress_plan(model, p, c.budget); model = resize(model, new, c.gradient_checkpointing)[0]
+            f['eval_loss'] = evaluate(c, model, new, run)
+        return model, f
+    (model, f), mem = train_memory(fit, run.device)
+    n = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    return dict(arm=arm, lr=lr, seed=seed, eval_loss=f['eval_loss'], train_loss=f['train_loss'], step_s=statistics.median(times.times),
+                train_mem_mib=mem, trainable=n, peak_mib=peak_memory_mib(run.device), seconds=time.perf_counter() - t0)
 
 # %% ../nbs/07a_compare.ipynb #c6f1afb5
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+def t_quantile(
+    p:float, # probability, in (0.5, 1)
+    df:int, # degrees of freedom
+)->float: # the p-quantile of Student's t
+    "Student's t quantile: its distribution function integrated after t = √df·tan u (a smooth integrand), then bisected"
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(math.pi)  # density × dt/du, less cos^(df-1) u
+    def cdf(t, n=256):
+        b = math.atan(t / math.sqrt(df)); h = b / n
+        return 0.5 + c * h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * math.cos(i * h) ** (df - 1) for i in range(n + 1))
+    lo, hi = 0.0, 1e4
+    for _ in range(60): lo, hi = ((lo + hi) / 2, hi) if cdf((lo + hi) / 2) < p else (lo, (lo + hi) / 2)
+    return (lo + hi) / 2
 
+# %% ../nbs/07a_compare.ipynb #cm0p0003
 def interval(
     xs:list, # observations
 )->tuple: # (mean, half-width of the 95 % interval; NaN for one observation)
     "Mean and the half-width of its 95 % Student-t interval"
     m = statistics.fmean(xs)
     if len(xs) < 2: return m, math.nan
-    t = _T95[len(xs) - 2] if len(xs) - 1 <= len(_T95) else 1.96
-    return m, t * statistics.stdev(xs) / math.sqrt(len(xs))
+    return m, t_quantile(0.975, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+
+# %% ../nbs/07a_compare.ipynb #cm0p0004
+def detectable(
+    sd:float, # standard deviation of the paired differences
+    n:int, # seeds
+    power:float=0.8, # chance of resolving a true difference of that size
+)->float: # the smallest true difference resolved with that chance (95 % two-sided)
+    "The minimum detectable effect of a paired comparison over `n` seeds"
+    return (t_quantile(0.975, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+
+# %% ../nbs/07a_compare.ipynb #cm0p0007
+def seeds_for(
+    sd:float, # standard deviation of the paired differences
+    effect:float, # the true difference to resolve
+    power:float=0.8, # with this chance
+    most:int=100_000, # give up above this many seeds
+)->int|None: # the fewest seeds that do, or None when more than `most` would be needed (or `effect` is 0)
+    "How many seeds a paired comparison needs to resolve a difference of `effect`"
+    if sd == 0: return 2
+    if effect <= 0 or detectable(sd, most, power) > effect: return None
+    lo, hi = 1, 2
+    while detectable(sd, hi, power) > effect: lo, hi = hi, hi * 2
+    while hi - lo > 1: lo, hi = (lo, (lo + hi) // 2) if detectable(sd, (lo + hi) // 2, power) <= effect else ((lo + hi) // 2, hi)
+    return hi
 
 # %% ../nbs/07a_compare.ipynb #d845868d
 def paired(
     xs:list, # an arm's losses, seed by seed
     ys:list, # the reference arm's, on the same seeds
-)->dict: # diff (mean of xs - ys), half (95 % half-width), resolved
-    "The paired difference of two arms over the same seeds"
+)->dict: # diff (mean of xs - ys), half (95 % half-width), resolved, n, sd, mde (minimum detectable effect)
+    "The paired difference of two arms over the same seeds, and the smallest difference it could have resolved"
     if len(xs) != len(ys): raise QspecError(f"paired comparison needs the same seeds, got {len(xs)} and {len(ys)} runs")
-    d, h = interval([x - y for x, y in zip(xs, ys)])
-    return dict(diff=d, half=h, resolved=bool(h == h and abs(d) > h))
+    ds = [x - y for x, y in zip(xs, ys)]; d, h = interval(ds)
+    sd = statistics.stdev(ds) if len(ds) > 1 else math.nan
+    return dict(diff=d, half=h, resolved=bool(h == h and abs(d) > h), n=len(ds), sd=sd, mde=detectable(sd, len(ds)) if sd == sd else math.nan)
+
+# %% ../nbs/07a_compare.ipynb #cm0p0011
+def verdict(
+    p:dict, # a `paired` result
+    delta:float|None=None, # equivalence margin: a true difference within ±delta counts as none
+)->dict: # verdict ('better', 'worse', 'equivalent' or 'not decided'), delta, and seeds_needed to resolve a difference of delta
+    "Better or worse (the interval excludes 0), equivalent (the interval inside ±delta), or not decided"
+    if p['resolved']: return dict(verdict='better' if p['diff'] < 0 else 'worse', delta=delta, seeds_needed=None)
+    if delta and p['half'] == p['half'] and abs(p['diff']) + p['half'] <= delta: return dict(verdict='equivalent', delta=delta, seeds_needed=None)
+    return dict(verdict='not decided', delta=delta, seeds_needed=seeds_for(p['sd'], delta or abs(p['diff'])) if p['sd'] == p['sd'] else None)
+
+# %% ../nbs/07a_compare.ipynb #cm0p0012
+def verdict_words(
+    p:dict, # a `paired` result
+    delta:float|None=None, # equivalence margin
+)->str: # the verdict in one sentence
+    "The verdict of a paired comparison, in words"
+    v = verdict(p, delta)
+    if v['verdict'] in ('better', 'worse'): return v['verdict']
+    if v['verdict'] == 'equivalent': return f"equivalent within ±{delta:.4f}"
+    m = v['seeds_needed']
+    more = (f"; about {m} seeds would resolve a difference of {delta or abs(p['diff']):.4f}" if m else
+            "; no practical number of seeds would resolve a difference that small")
+    return f"not decided: a difference smaller than {p['mde']:.4f} cannot be told apart with {p['n']} seeds" + more
+
+# %% ../nbs/07a_compare.ipynb #cm0s0001
+_NOT_IN_KEY = {'out', 'lr', 'seed', 'resume', 'eval_steps', 'save_steps', 'logging_steps', 'merge', 'merge_dtype',
+               'merge_check_max_params', 'question', 'allocation'}  # the arm sets lr, seed and allocation; the rest change no result
+
+def run_key(
+    cfg:dict, # the config's keys
+    arm:str, # the arm (or 'base': the untrained model's evaluation)
+    lr:float, # base learning rate
+    seed:int, # seed
+)->str: # 16 hex digits
+    "The key of one run of a study: a hash of what decides its result"
+    keep = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_IN_KEY}
+    return hashlib.sha256(json.dumps(dict(keep, arm=arm, lr=float(lr), seed=seed), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+# %% ../nbs/07a_compare.ipynb #cm0s0003
+class RunStore:
+    "A study's finished runs, one JSON line each, appended as each run ends"
+    def __init__(self,
+        path:str|Path, # the .jsonl file (created on the first run)
+    ): self.path = Path(path)
+
+# %% ../nbs/07a_compare.ipynb #cm0s0004
+@patch
+def runs(self:RunStore)->dict: # key -> result
+    "The finished runs; a line cut short by a kill is skipped"
+    out = {}
+    if not self.path.exists(): return out
+    for line in self.path.read_text().splitlines():
+        try: d = json.loads(line)
+        except json.JSONDecodeError: continue
+        if isinstance(d, dict) and 'key' in d: out[d['key']] = d['result']
+    return out
+
+# %% ../nbs/07a_compare.ipynb #cm0s0005
+@patch
+def add(self:RunStore,
+    key:str, # `run_key` of the run
+    result:dict, # what it measured
+):
+    "Append one finished run and flush it to disk"
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    cut = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b'\n')
+    with open(self.path, 'a') as f:
+        f.write(('\n' if cut else '') + json.dumps(dict(key=key, result=result)) + '\n'); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/07a_compare.ipynb #f3141d39
+def _exit_with_parent():
+    "End this process when the process that started it ends"
+    ppid = os.getppid()
+    def watch():
+        while os.getppid() == ppid: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+# %% ../nbs/07a_compare.ipynb #cm0s0009
 def _arm_worker(
     cfg:dict, # the config's keys
     arm:str, # one of `ARMS`
     lrs:list, # base learning rates of the grid
     seeds:int, # seeds at the best rate
-)->dict: # grid, best_lr, runs, peak_mib
+    store:str|None=None, # a `RunStore` file: finished runs are read from it, new ones added as each ends
+)->dict: # grid, best_lr, runs, peak_mib, base_loss
     "One arm's whole study, in its own process"
+    _exit_with_parent()
+    st = RunStore(store) if store else None
+    done, plan = st.runs() if st else {}, None
     run = Run(dict(cfg, allocation='snr'), progress=False).prepare_data()  # the arms start from the SNR plan
     run.calibration = token_batches(run.tok, [run.tok.decode(e['input_ids']) for e in run.train_ex[:64]], 4,
                                     run.cfg.batch_size, min(run.cfg.max_length, 128), seed=0)
-    c = run.cfg
-    base = load_nf4(c.model, device=run.device, compute_dtype=run.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
-    plan = plan_for(c, SNRAnalyzer(base, device=run.device, progress=False).scan())
-    grid = {lr: train_arm(run, arm, plan, lr, 0)['eval_loss'] for lr in lrs} if len(lrs) > 1 else {}
+    def get(what, lr, seed, fn):
+        nonlocal plan
+        k = run_key(dict(cfg, device=run.device.split(':')[0], compute_dtype=str(run.dtype).split('.')[-1]), what, lr, seed)  # as resolved here
+        if k in done: return done[k]
+        if plan is None: plan = plan_for(run.cfg, SNRAnalyzer(load_base(run.cfg, run.path, run.device, run.dtype), device=run.device, progress=False).scan())
+        r = fn()
+        if st: st.add(k, r)
+        return r
+    base = get('base', 0, 0, lambda: dict(eval_loss=evaluate(run.cfg, adapt(run.cfg, load_base(run.cfg, run.path, run.device, run.dtype), plan), plan, run)))
+    grid = {lr: get(arm, lr, 0, lambda: train_arm(run, arm, plan, lr, 0))['eval_loss'] for lr in lrs} if len(lrs) > 1 else {}
     best = min(grid, key=grid.get) if grid else lrs[0]
-    runs = [train_arm(run, arm, plan, best, s) for s in range(1, seeds + 1)]
-    return dict(arm=arm, grid={f'{lr:g}': l for lr, l in grid.items()}, best_lr=best, runs=runs, peak_mib=peak_memory_mib(run.device))
+    runs = [get(arm, best, s, lambda: train_arm(run, arm, plan, best, s)) for s in range(1, seeds + 1)]
+    return dict(arm=arm, grid={f'{lr:g}': l for lr, l in grid.items()}, best_lr=best, runs=runs,
+                peak_mib=max(r.get('peak_mib', 0.0) for r in runs), base_loss=base['eval_loss'])
 
 # %% ../nbs/07a_compare.ipynb #5e81b65f
 _CHILD = "import json, sys; from qspec.compare import _arm_worker; a = json.load(sys.stdin); json.dump(_arm_worker(**a['kw']), open(a['out'], 'w'))"
@@ -297,10 +469,11 @@ def arm_process(
     arm:str, # one of `ARMS`
     lrs:list, # base learning rates of the grid
     seeds:int, # seeds at the best rate
+    store:str|Path|None=None, # a `RunStore` file shared by the study
 )->dict: # what `_arm_worker` returned
     "Run one arm's study in a fresh Python process; its failure, if any, as a `QspecError` ending with the child's last lines"
     with tempfile.TemporaryDirectory() as d:
-        job = dict(kw=dict(cfg=cfg, arm=arm, lrs=lrs, seeds=seeds), out=str(Path(d)/'arm.json'))
+        job = dict(kw=dict(cfg=cfg, arm=arm, lrs=lrs, seeds=seeds, store=None if store is None else str(store)), out=str(Path(d)/'arm.json'))
         r = subprocess.run([sys.executable, '-c', _CHILD], input=json.dumps(job, default=list), capture_output=True, text=True)
         if r.returncode: raise QspecError(f"arm {arm!r} failed:\n" + '\n'.join(r.stderr.strip().splitlines()[-15:]))
         return json.loads(Path(job['out']).read_text())
@@ -309,45 +482,60 @@ def arm_process(
 def check_study(
     arms:list, # arm names
     seeds:int, # seeds at the best rate
-    lrs:list, # learning rates of the grid
+    lrs:list|dict, # learning rates of the grid, or arm -> its own
 ):
     "Refuse unknown arms, too few seeds and non-positive rates before anything runs"
     bad = [a for a in arms if a not in ARMS] or ([] if arms else ['(none)'])
     if bad: raise QspecError(f"unknown arm {bad[0]!r}; choose from: {', '.join(ARMS)}")
     if seeds < 2: raise QspecError(f"seeds must be at least 2 for an interval, got {seeds}")
-    if not lrs or any(not (isinstance(l, (int, float)) and l > 0) for l in lrs): raise QspecError(f"learning rates must be positive numbers, got {lrs}")
+    if isinstance(lrs, dict) and (miss := [a for a in arms if a not in lrs]): raise QspecError(f"no learning rates for arm {miss[0]!r}")
+    for l in (lrs.values() if isinstance(lrs, dict) else [lrs]):
+        if not l or any(not (isinstance(x, (int, float)) and x > 0) for x in l): raise QspecError(f"learning rates must be positive numbers, got {l}")
 
 # %% ../nbs/07a_compare.ipynb #4fbaca8b
 @dataclass
 class Comparison:
     "The results of `compare`: every arm's runs, and how each differs from the reference arm"
-    arms:dict # arm -> dict(grid, best_lr, runs, peak_mib)
+    arms:dict # arm -> dict(grid, best_lr, runs, peak_mib, base_loss)
     reference:str='snr' # the arm the others are compared with
     config:dict=field(default_factory=dict) # the config's keys
     seconds:float=0.0 # wall time of the study
+    delta:float|None=None # equivalence margin in eval loss (None: `delta_share` of what the best arm's training gained)
+    delta_share:float=0.02 # the default margin's share of the loss the best arm's training removed from the base model
+
+# %% ../nbs/07a_compare.ipynb #cm0p0015
+@patch
+def margin(self:Comparison)->float|None: # δ, or None without a base loss
+    "The equivalence margin: `delta` when given, else `delta_share` of the loss the best arm's training removed"
+    if self.delta is not None: return self.delta
+    base = [d['base_loss'] for d in self.arms.values() if d.get('base_loss') is not None]
+    if not base or not self.arms: return None
+    gap = statistics.median(base) - min(statistics.fmean(r['eval_loss'] for r in d['runs']) for d in self.arms.values())
+    return self.delta_share * gap if gap > 0 else None
 
 # %% ../nbs/07a_compare.ipynb #51bf32e8
 @patch
 def summary(self:Comparison)->list[dict]: # one row per arm: arm, lr, n, mean, half, step_s, train_mem_mib, peak_mib, trainable, vs_ref
-    "Each arm's mean eval loss with its interval, costs, and its paired difference from the reference"
+    "Each arm's mean eval loss with its interval, costs, and its paired difference from the reference with its verdict"
     ref = [r['eval_loss'] for r in self.arms[self.reference]['runs']] if self.reference in self.arms else None
-    rows = []
+    rows, delta = [], self.margin()
     for a, d in self.arms.items():
         ls = [r['eval_loss'] for r in d['runs']]; m, h = interval(ls)
+        p = paired(ls, ref) if ref and a != self.reference and len(ref) == len(ls) else None
         rows.append(dict(arm=a, lr=d['best_lr'], n=len(ls), mean=m, half=h, step_s=statistics.median(r['step_s'] for r in d['runs']),
                          train_mem_mib=max(r['train_mem_mib'] for r in d['runs']), peak_mib=d['peak_mib'], trainable=d['runs'][0]['trainable'],
-                         vs_ref=paired(ls, ref) if ref and a != self.reference and len(ref) == len(ls) else None))
+                         vs_ref=dict(p, **verdict(p, delta), words=verdict_words(p, delta)) if p else None))
     return rows
 
 # %% ../nbs/07a_compare.ipynb #4a949fc5
 @patch
 def verdicts(self:Comparison)->list[str]: # one sentence per arm compared with the reference
-    "Which differences from the reference arm are resolved, in words"
+    "Each arm against the reference arm, in words: the paired difference, then the verdict"
     out = []
     for r in (r for r in self.summary() if r['vs_ref']):
         v, what = r['vs_ref'], 'lower' if r['vs_ref']['diff'] < 0 else 'higher'
-        out.append(f"{r['arm']}: eval loss {abs(v['diff']):.4f} {what} than {self.reference} (± {v['half']:.4f}, paired over {r['n']} seeds): "
-                   + (f"resolved, {r['arm']} is {'better' if v['diff'] < 0 else 'worse'}" if v['resolved'] else "not resolved"))
+        w = f"resolved, {r['arm']} is {v['words']}" if v['resolved'] else v['words']
+        out.append(f"{r['arm']}: eval loss {abs(v['diff']):.4f} {what} than {self.reference} (± {v['half']:.4f}, paired over {r['n']} seeds): {w}")
     return out
 
 # %% ../nbs/07a_compare.ipynb #8cdcc206
@@ -364,16 +552,20 @@ def versus(self:Comparison,
 # %% ../nbs/07a_compare.ipynb #33e039cb
 @patch
 def _repr_markdown_(self:Comparison)->str: # the table and the verdicts
-    "A table of the arms, then the verdicts"
-    rows = [f'| arm | lr | seeds | eval loss (95 % CI) | vs {self.reference} | step (s) | training memory (MiB) | trainable |', '|---|---|---|---|---|---|---|---|']
+    "A table of the arms, with each paired difference, its minimum detectable effect and verdict; then the verdicts"
+    rows = [f'| arm | lr | seeds | eval loss (95 % CI) | vs {self.reference} | detectable | verdict | step (s) | training memory (MiB) | trainable |',
+            '|---|---|---|---|---|---|---|---|---|---|']
     for r in self.summary():
         v = r['vs_ref']
-        vs = '' if v is None else f"{v['diff']:+.4f} ± {v['half']:.4f}" + (' ✓' if v['resolved'] else '')
+        vs = ' | | ' if v is None else f"{v['diff']:+.4f} ± {v['half']:.4f} | {v['mde']:.4f} | {v['verdict']}"
         rows.append(f"| {r['arm']} | {r['lr']:g} | {r['n']} | {r['mean']:.4f} ± {r['half']:.4f} | {vs} | {r['step_s']:.2f} | {r['train_mem_mib']:.0f} | {r['trainable']:,} |")
-    c = self.config
+    c, d = self.config, self.margin()
     short = c.get('steps', 1) <= c.get('warmup_steps', 0)  # warm-up starts at lr 0: such runs barely train, and resize's stretches not at all
     head = [f"**{c.get('steps')} steps, all inside the {c.get('warmup_steps')}-step warm-up: these figures check the harness, not the arms.**", ''] if short else []
-    return '\n'.join(head + rows + ['', '✓: the paired 95 % interval excludes zero.', ''] + [f'- {v}' for v in self.verdicts()])
+    foot = ['', 'detectable: the smallest true difference these seeds resolve four times in five (80 % power, 95 % two-sided). '
+            + (f"Equivalent: the whole paired interval inside ±δ = {d:.4f}" + ('.' if self.delta is not None else
+               f" ({self.delta_share:.0%} of the loss the best arm's training removed from the base model).") if d else 'No margin δ: no verdict of equivalence.'), '']
+    return '\n'.join(head + rows + foot + [f'- {v}' for v in self.verdicts()])
 
 # %% ../nbs/07a_compare.ipynb #b87a7927
 @patch
@@ -398,8 +590,9 @@ def plot(self:Comparison,
 def save(self:Comparison,
     out:str|Path, # folder to write (replaced atomically)
 )->Path: # `out`
-    "compare.json, compare.md and compare.png into `out`"
+    "compare.json, compare.md and compare.png into `out` (its runs.jsonl, the store of finished runs, is kept)"
     with atomic_dir(out) as tmp:
+        if (Path(out)/'runs.jsonl').exists(): shutil.copyfile(Path(out)/'runs.jsonl', tmp/'runs.jsonl')
         (tmp/'compare.json').write_text(json.dumps(dict(asdict(self), summary=self.summary(), verdicts=self.verdicts()), indent=1))
         (tmp/'compare.md').write_text(self._repr_markdown_() + '\n')
         save_png(tmp/'compare.png', self.plot, dpi=100)
@@ -412,23 +605,26 @@ def load_comparison(
     p = Path(path); p = p/'compare.json' if p.is_dir() else p
     try: d = json.loads(p.read_text())
     except FileNotFoundError: raise QspecError(f"no comparison at {str(p)!r}; write one with `qspec compare CONFIG --out DIR`") from None
-    return Comparison(**{k: d[k] for k in ('arms', 'reference', 'config', 'seconds')})
+    return Comparison(**{k: d[k] for k in ('arms', 'reference', 'config', 'seconds')}, delta=d.get('delta'), delta_share=d.get('delta_share', 0.02))
 
 # %% ../nbs/07a_compare.ipynb #f6dc9706
 def compare(
     cfg:TrainConfig|dict|str|Path, # the config of the runs (a YAML file, its keys, or a `TrainConfig`)
     arms:list|None=None, # arms to run (default: all of `ARMS`)
     seeds:int=5, # seeds at the best learning rate
-    lrs:list|None=None, # base learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)
-    out:str|Path|None=None, # folder for compare.json, compare.md and compare.png
+    lrs:list|dict|None=None, # base learning rates tried on seed 0, or arm -> its own (default: the config's lr/3, lr, 3·lr)
+    out:str|Path|None=None, # folder for compare.json, compare.md, compare.png (and runs.jsonl, unless `store` says otherwise)
     progress:bool=True, # a progress bar over the arms
+    store:str|Path|None=None, # the file of finished runs (default: out/runs.jsonl; none without `out`)
+    delta:float|None=None, # equivalence margin (default: 2 % of the loss the best arm's training removed)
 )->Comparison: # the results
-    "Train every arm at its best learning rate over `seeds` seeds, each arm in its own process"
+    "Train every arm at its best learning rate over `seeds` seeds, each arm in its own process; a study run again resumes"
     c = cfg if isinstance(cfg, TrainConfig) else check_config(cfg) if isinstance(cfg, dict) else load_config(cfg)
-    arms, lrs = list(ARMS) if arms is None else list(arms), [c.lr / 3, c.lr, c.lr * 3] if lrs is None else list(lrs)
+    arms, lrs = list(ARMS) if arms is None else list(arms), [c.lr / 3, c.lr, c.lr * 3] if lrs is None else lrs
     check_study(arms, seeds, lrs)
+    store = store if store is not None else Path(out)/'runs.jsonl' if out is not None else None
     t0, keys, res = time.perf_counter(), asdict(c), {}
-    for a in tqdm(arms, desc='arms', disable=not progress): res[a] = arm_process(keys, a, lrs, seeds)
-    cmp = Comparison(res, 'snr' if 'snr' in res else arms[0], keys, time.perf_counter() - t0)
+    for a in tqdm(arms, desc='arms', disable=not progress): res[a] = arm_process(keys, a, list(lrs[a] if isinstance(lrs, dict) else lrs), seeds, store)
+    cmp = Comparison(res, 'snr' if 'snr' in res else arms[0], keys, time.perf_counter() - t0, delta)
     if out is not None: cmp.save(out)
     return cmp

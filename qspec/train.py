@@ -28,7 +28,7 @@ from .loss import causal_loss, uses_chunked_loss
 from .estimate import estimate, plan_for
 
 # %% auto #0
-__all__ = ['QspecTrainer', 'check_launch', 'Run', 'plot_losses']
+__all__ = ['QspecTrainer', 'check_launch', 'Run', 'load_base', 'adapt', 'make_trainer', 'fit_plan', 'plot_losses']
 
 # %% ../nbs/07_train.ipynb #d900fbe8
 class QspecTrainer(Trainer):
@@ -126,11 +126,12 @@ class Run:
 
 # %% ../nbs/07_train.ipynb #0cffa428
 @patch
-def prepare_data(self:Run)->Run: # the run, with `tok`, `train_ex`, `val_ex` and `question` set
+def prepare_data(self:Run)->Run: # the run, with `path`, `tok`, `train_ex`, `val_ex` and `question` set
     "Tokenizer, training and validation examples (prepared by the main process first); fails fast on bad data"
     c = self.cfg
-    s2s = getattr(model_config(c.model), 'is_encoder_decoder', False)  # the model's files in the order they are read: config, tokenizer
-    self.tok = load_tokenizer(c.model)
+    self.path = resolve_model(c.model)  # the model's name resolved once: every load below reads this directory
+    s2s = getattr(model_config(self.path), 'is_encoder_decoder', False)  # the model's files in the order they are read: config, tokenizer
+    self.tok = load_tokenizer(self.path)
     if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
     with main_process_first():  # process 0 tokenizes and caches; the others then read its cache
         tr, va, q = train_val_examples(self.tok, c.data, c.split, c.columns, c.val_data, c.val_fraction, c.max_length, c.packing, s2s, c.seed)
@@ -163,6 +164,30 @@ def _groups(self:Run)->Groups: # the groups of the plan's modules
     self._write('groups.json', g.save)
     return g
 
+# %% ../nbs/07_train.ipynb #tr0b0001
+def load_base(
+    cfg:TrainConfig, # the run's config: compute and storage dtypes, device_map
+    path:str|Path, # the checkpoint directory (`resolve_model` of `cfg.model`)
+    device:str, # where it is loaded
+    dtype:torch.dtype, # compute dtype
+)->nn.Module: # the base model in NF4 with double quantization
+    "The base a config trains, loaded in NF4"
+    return load_nf4(path, device=device, compute_dtype=dtype, quant_storage=getattr(torch, cfg.quant_storage), device_map=cfg.device_map)
+
+# %% ../nbs/07_train.ipynb #tr0b0002
+def adapt(
+    cfg:TrainConfig, # the config: seed and gradient checkpointing
+    base:nn.Module, # a loaded base, without adapters
+    plan:LoraPlan, # the adapters' ranks, alphas and multipliers
+    groups:Groups|None=None, # modules that share one adapter (or one factor)
+    parts:str='AB', # the factors group members share
+)->nn.Module: # the peft model
+    "The plan's adapters on `base`, initialised from the config's seed, group members tied"
+    torch.manual_seed(cfg.seed)
+    pm = apply_plan(base, plan, gradient_checkpointing=cfg.gradient_checkpointing)
+    if groups: share_adapters(pm, groups, parts)
+    return pm
+
 # %% ../nbs/07_train.ipynb #7a100025
 @patch
 def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `model` set
@@ -172,7 +197,7 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
     self.metrics['estimated_device_mib'] = est.total / 2**20
     if self.progress and self.main: print(est, flush=True)
     torch.manual_seed(c.seed)
-    self.base = load_nf4(c.model, device=self.device, compute_dtype=self.dtype, quant_storage=getattr(torch, c.quant_storage), device_map=c.device_map)
+    self.base = load_base(c, self.path, self.device, self.dtype)
     if self.resuming: self.snr, self.plan = load_snr(self.work/'snr_before.json'), load_plan(self.work/'plan.json')
     else:
         self.snr = SNRAnalyzer(self.base, device=self.device, progress=self.progress and self.main).scan()
@@ -181,10 +206,29 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
     self.groups = self._groups() if c.group else None
     if self.groups: self.plan = self.groups.grouped_plan(self.plan)
     check_same('plan', self.plan.modules, _REPLAN)
-    torch.manual_seed(c.seed)
-    self.model = apply_plan(self.base, self.plan, gradient_checkpointing=c.gradient_checkpointing)
-    if self.groups: share_adapters(self.model, self.groups)
+    self.model = adapt(c, self.base, self.plan, self.groups)
     return self
+
+# %% ../nbs/07_train.ipynb #tr0b0004
+def make_trainer(
+    cfg:TrainConfig, # the config: optimizer, schedule, intervals, batch, loss
+    model:nn.Module, # the model with adapters
+    plan:LoraPlan|None, # its plan (learning-rate groups), or None: every trainable parameter at the base rate
+    tok, # the tokenizer (padding of the collator)
+    train_ex:list, # training examples
+    val_ex:list, # validation examples
+    steps:int, # optimizer steps
+    out:Path, # folder for its checkpoints
+    device:str='cpu', # where it trains
+    world:int=1, # processes
+    progress:bool=False, # `Trainer`'s progress bar
+    callbacks:tuple=(), # more `TrainerCallback`s
+)->QspecTrainer: # the trainer
+    "A `QspecTrainer` for `steps` optimizer steps of `model` on the examples, checkpointing into `out`"
+    args = training_arguments(cfg, out, steps, device.startswith('cuda'), world, progress)
+    col = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+    return QspecTrainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, data_collator=col,
+                        plan=plan, chunked=cfg.chunked_loss, callbacks=list(callbacks))
 
 # %% ../nbs/07_train.ipynb #c7313fcf
 @patch
@@ -192,11 +236,27 @@ def trainer(self:Run,
     steps:int, # optimizer steps
     out:Path, # folder for its checkpoints
 )->QspecTrainer: # a trainer over the run's model and data
-    "A `QspecTrainer` for `steps` optimizer steps, checkpointing into `out`"
-    args = training_arguments(self.cfg, out, steps, self.device.startswith('cuda'), self.world, self.progress and self.main)
-    col = DataCollatorForSeq2Seq(self.tok, padding=True, label_pad_token_id=-100)
-    return QspecTrainer(model=self.model, args=args, train_dataset=self.train_ex, eval_dataset=self.val_ex, data_collator=col,
-                        plan=self.plan, chunked=self.cfg.chunked_loss, callbacks=list(self.callbacks))
+    "A `QspecTrainer` for `steps` optimizer steps of the run's model, checkpointing into `out`"
+    return make_trainer(self.cfg, self.model, self.plan, self.tok, self.train_ex, self.val_ex, steps, out, self.device,
+                        self.world, self.progress and self.main, self.callbacks)
+
+# %% ../nbs/07_train.ipynb #tr0b0005
+def fit_plan(
+    cfg:TrainConfig, # the config
+    model:nn.Module, # the model with adapters
+    plan:LoraPlan|None, # its plan (None: one learning rate)
+    tok, train_ex:list, val_ex:list, # tokenizer and examples
+    out:Path, # folder for checkpoints
+    device:str='cpu', world:int=1, progress:bool=False, callbacks:tuple=(), # as `make_trainer`
+    steps:int|None=None, # optimizer steps (default: the config's)
+    resume:str|None=None, # a checkpoint to resume from
+)->dict: # trainer, train_loss, eval_loss, seconds, tokens_per_second
+    "Train `model` and evaluate it: the training path `Run` and `compare` share"
+    tr = make_trainer(cfg, model, plan, tok, train_ex, val_ex, steps or cfg.steps, out, device, world, progress, callbacks)
+    t0 = time.perf_counter(); res = tr.train(resume_from_checkpoint=resume); s = time.perf_counter() - t0
+    last = [l for l in tr.state.log_history if 'eval_loss' in l and l.get('step') == tr.state.global_step]  # evaluated at the last step already?
+    return dict(trainer=tr, train_loss=res.training_loss, eval_loss=last[-1]['eval_loss'] if last else tr.evaluate()['eval_loss'],
+                seconds=s, tokens_per_second=tr.tokens / max(s, 1e-9))
 
 # %% ../nbs/07_train.ipynb #7a100031
 @patch
@@ -209,16 +269,13 @@ def fit(self:Run)->Run: # the run, with `log`, `tr` and the losses in `metrics`
         # evaluation marks the model as prepared by accelerate, and a prepared model is not wrapped in DDP for training
         self.model.__dict__.pop('_is_accelerate_prepared', None)
         self._write('eval_before.json', lambda p: p.write_text(json.dumps(dict(eval_loss=self.metrics['eval_loss_before']))))
-    tr = self.trainer(c.steps, self.work/'checkpoints')
     resume = latest_checkpoint(self.work/'checkpoints') if self.resuming else None
-    t0 = time.perf_counter()
-    out = tr.train(resume_from_checkpoint=resume)
-    self.metrics.update(train_seconds=time.perf_counter() - t0, train_loss=out.training_loss, resumed_from=resume,
-                        tokens_per_second=tr.tokens / max(time.perf_counter() - t0, 1e-9), steps=c.steps)
-    self.log = [dict(l) for l in tr.state.log_history]
-    last = [l for l in self.log if 'eval_loss' in l and l.get('step') == tr.state.global_step]  # evaluated at the last step already?
-    self.metrics['eval_loss_after'] = last[-1]['eval_loss'] if last else tr.evaluate()['eval_loss']
-    self.tr = tr
+    f = fit_plan(c, self.model, self.plan, self.tok, self.train_ex, self.val_ex, self.work/'checkpoints', self.device, self.world,
+                 self.progress and self.main, self.callbacks, resume=resume)
+    self.tr = f['trainer']
+    self.metrics.update(train_seconds=f['seconds'], train_loss=f['train_loss'], resumed_from=resume,
+                        tokens_per_second=f['tokens_per_second'], steps=c.steps, eval_loss_after=f['eval_loss'])
+    self.log = [dict(l) for l in self.tr.state.log_history]
     return self
 
 # %% ../nbs/07_train.ipynb #e502eb2e

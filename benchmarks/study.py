@@ -1,0 +1,105 @@
+"""Benchmark: does SNR placement pay? qspec's allocation against its alternatives at budgets where capacity binds.
+
+The embedded model (SmolLM2-135M-Instruct) in NF4 with double quantization, the embedded data (Python's reference
+documentation as chat pairs, prompt masked, training and validation topics kept apart). Every run trains 50 steps
+of 4 examples of up to 128 tokens (25,600 training tokens, padding included), AdamW, 5 warm-up steps then cosine decay,
+qspec's chunked loss, no gradient checkpointing, and is evaluated on 32 validation examples. Device and compute
+dtype come from the config ('auto'): float32 on a CPU without native bfloat16, bfloat16 on CUDA.
+
+Budgets: the parameters of one LoRA rank on every linear module times 1, 4, 16 and 64 (on the embedded model
+305,280 per unit of rank: 0.31M, 1.22M, 4.88M, 19.5M). The second is "the default budget" (the shipped default is
+1M). Arms (`qspec.compare.ARMS`): snr (the default), uniform, types (type budgets, then SNR within each type),
+compress (uniform at 4x the budget, then cut to it by SVD) at every budget; snr-inverse and random at two; peft's
+QLoRA recipe (r=16 everywhere, its own size) as a reference point. Each arm's learning rate is the best of
+1e-3, 3e-3 and 1e-2 on seed 0 at the default budget, and again at the smallest budget for snr and uniform (to check
+that the best rate carries across budgets under rsLoRA). The others use their default-budget best. Then 5 seeds at
+the default budget, 3 elsewhere.
+
+Every finished run is stored as it ends (runs.jsonl: config hash, arm, lr, seed -> result); running the study again
+continues where it stopped and never repeats a finished run. Kill it at any time: at most the run in progress is lost.
+
+Usage: python benchmarks/study.py [--out benchmarks/results/study] [--report-only]
+       python benchmarks/study.py --mini --out DIR   (a two-run miniature on a tiny random model: checks the harness)
+"""
+import argparse, json, statistics, sys, time
+from pathlib import Path
+
+STUDY = dict(max_length=128, batch_size=4, steps=50, warmup_steps=5, max_eval_examples=32, gradient_checkpointing=False,
+             lr=3e-3, device='auto', compute_dtype='auto')
+LRS = [1e-3, 3e-3, 1e-2]
+RANKS = (1, 4, 16, 64)  # the budgets, in units of one rank on every linear module
+DEFAULT = 4  # the default budget's rank
+MAIN, PAIRED = ('snr', 'uniform', 'types', 'compress'), ('snr-inverse', 'random')
+
+
+def rank_cost(model: str) -> int:
+    "Parameters of one LoRA rank on every linear module of `model`, from its config's shapes"
+    from qspec.estimate import shape_scan
+    from qspec.models import model_config
+    return sum(sum(r['shape']) for r in shape_scan(model_config(model)).rows)
+
+
+def plan(model: str) -> list:
+    "The study as (rank, arms, lrs-or-None, seeds) steps, in the order that makes partial results most useful"
+    return [(DEFAULT, ['uniform', 'snr'], LRS, 5),        # the default budget's two main arms
+            (1, ['uniform'], LRS, 3), (64, ['uniform'], None, 3),  # does capacity bind? (and does the best rate carry?)
+            (DEFAULT, ['types', 'compress'], LRS, 5),
+            (1, ['snr'], LRS, 3), (16, ['uniform', 'snr'], None, 3), (64, ['snr'], None, 3),
+            (1, ['types', 'compress'], None, 3), (16, ['types', 'compress'], None, 3), (64, ['types', 'compress'], None, 3),
+            (DEFAULT, list(PAIRED), LRS, 5), (1, list(PAIRED), None, 3),
+            ('qlora', ['qlora'], LRS, 3)]
+
+
+def config(model: str, rank, base: dict) -> dict:
+    "The config of one budget: the budget of `rank` ranks everywhere, max_rank high enough for SNR to spend it"
+    r = DEFAULT if rank == 'qlora' else rank
+    return dict(base, model=model, budget=r * rank_cost(model), max_rank=max(64, 4 * r))
+
+
+def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progress=True):
+    "Run (or continue) the study; one comparison per budget into out/budget-<rank>/, every run into out/runs.jsonl"
+    from qspec.compare import compare, load_comparison
+    out.mkdir(parents=True, exist_ok=True)
+    store = out/'runs.jsonl'
+    for rank, arms, lrs, seeds in (steps or plan(model)):
+        best = {}
+        if lrs is None:  # the arm's best rate at the default budget
+            d = load_comparison(out/f'budget-{DEFAULT}')
+            best = {a: [d.arms[a]['best_lr']] for a in arms}
+        t0 = time.perf_counter()
+        c = compare(config(model, rank, base), arms, seeds, best or {a: lrs for a in arms}, out=None, progress=False, store=store)
+        _merge(out/f'budget-{rank}', c)
+        if progress: print(f"budget {rank}: {', '.join(arms)} done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _merge(d: Path, c):
+    "Add the arms of `c` to the comparison saved in `d` (or start it)"
+    from qspec.compare import Comparison, load_comparison
+    old = load_comparison(d) if (d/'compare.json').exists() else None
+    arms = dict(old.arms if old else {}, **c.arms)
+    Comparison(arms, 'snr' if 'snr' in arms else next(iter(arms)), c.config, (old.seconds if old else 0) + c.seconds).save(d)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--out', default=str(Path(__file__).parent/'results'/'study'), help='folder of the study (default: benchmarks/results/study)')
+    ap.add_argument('--mini', action='store_true', help='a two-run miniature on a tiny random model (checks the harness)')
+    ap.add_argument('--report-only', action='store_true', help='only write the report from the runs already stored')
+    a = ap.parse_args()
+    out = Path(a.out)
+    if a.mini:
+        from qspec.models import load_tokenizer, save_tiny
+        ck = out/'tiny'
+        if not (ck/'config.json').exists():
+            tok = load_tokenizer('smollm2'); save_tiny('llama', ck, vocab=len(tok)); tok.save_pretrained(ck)
+        run(out, str(ck), dict(STUDY, steps=2, warmup_steps=0, max_length=48, max_eval_examples=4),
+            [(DEFAULT, ['uniform'], [1e-3], 2)])
+    elif not a.report_only: run(out)
+    try: from study_report import report
+    except ImportError: return
+    print(report(out), flush=True)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
