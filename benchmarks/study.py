@@ -66,10 +66,11 @@ def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progr
         if lrs is None:  # the arm's best rate at the default budget
             d = load_comparison(out/f'budget-{DEFAULT}')
             best = {a: [d.arms[a]['best_lr']] for a in arms}
-        t0 = time.perf_counter()
-        c = compare(config(model, rank, base), arms, seeds, best or {a: lrs for a in arms}, out=None, progress=False, store=store)
-        _merge(out/f'budget-{rank}', c)
-        if progress: print(f"budget {rank}: {', '.join(arms)} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        for a in arms:  # one arm at a time: each is in the report as soon as it is done
+            t0 = time.perf_counter()
+            c = compare(config(model, rank, base), [a], seeds, best.get(a) or lrs, out=None, progress=False, store=store)
+            _merge(out/f'budget-{rank}', c)
+            if progress: print(f"budget {rank}: {a} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def _merge(d: Path, c):
@@ -84,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default=str(Path(__file__).parent/'results'/'study'), help='folder of the study (default: benchmarks/results/study)')
     ap.add_argument('--mini', action='store_true', help='a two-run miniature on a tiny random model (checks the harness)')
+    ap.add_argument('--mini-steps', type=int, default=2, help='training steps per run of the miniature (default: 2)')
     ap.add_argument('--report-only', action='store_true', help='only write the report from the runs already stored')
     a = ap.parse_args()
     out = Path(a.out)
@@ -92,7 +94,7 @@ def main():
         ck = out/'tiny'
         if not (ck/'config.json').exists():
             tok = load_tokenizer('smollm2'); save_tiny('llama', ck, vocab=len(tok)); tok.save_pretrained(ck)
-        run(out, str(ck), dict(STUDY, steps=2, warmup_steps=0, max_length=48, max_eval_examples=4),
+        run(out, str(ck), dict(STUDY, steps=a.mini_steps, warmup_steps=0, max_length=48, max_eval_examples=4),
             [(DEFAULT, ['uniform'], [1e-3], 2)])
     elif not a.report_only: run(out)
     try: from study_report import report

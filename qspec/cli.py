@@ -174,8 +174,9 @@ def compare(
     arms:list|None=None, # arms to run (default: all)
     seeds:int=5, # seeds per arm at its best learning rate
     lrs:list|None=None, # base learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)
-    out:str='runs/compare', # folder for compare.json, compare.md and compare.png
+    out:str='runs/compare', # folder for compare.json, compare.md, compare.png and the store of finished runs
     quick:bool=False, # check the harness: two steps of 2 × 64 tokens, 4 eval examples, one rate, two seeds
+    delta:float|None=None, # equivalence margin in eval loss (default: 2 % of the loss the best arm's training removed)
 )->'Comparison': # the results
     "Train qspec's choices and the alternatives at one budget; print the table and the verdicts"
     from dataclasses import replace
@@ -184,13 +185,15 @@ def compare(
     if quick: cfg, lrs, seeds = replace(cfg, steps=2, batch_size=2, max_length=min(cfg.max_length, 64), max_eval_examples=4), lrs or [cfg.lr], 2
     from qspec.compare import check_study, compare as study
     check_study(arms or ['snr'], seeds, lrs or [cfg.lr])
-    c = study(cfg, arms, seeds, lrs, out)
+    c = study(cfg, arms, seeds, lrs, out, delta=delta)
     print(c._repr_markdown_(), f"\nwritten: {Path(out)/'compare.md'}, compare.json, compare.png", sep='\n', flush=True)
     return c
 
 # %% ../nbs/09_cli.ipynb #a28ecfe4
+_margin = _checked(float, lambda v: v > 0, 'a positive eval-loss margin')
+
 COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'activation',
-                'share-a', 'random-share-a', 'share-b', 'random-share-b', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
+                'share-a', 'random-share-a', 'share-b', 'random-share-b', 'types', 'compress', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
 
 @command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over several seeds, with confidence intervals")
 def _compare_args(p):
@@ -200,6 +203,7 @@ def _compare_args(p):
     p.add_argument('--seeds', type=_positive, default=5, help='seeds per arm at its best learning rate (default: 5)')
     p.add_argument('--lrs', type=_floats, help="comma-separated learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)")
     p.add_argument('--out', default='runs/compare', help='folder for compare.json, compare.md, compare.png (default: runs/compare)')
+    p.add_argument('--delta', type=_margin, help='equivalence margin in eval loss (default: 2 %% of the loss the best arm removed)')
     p.add_argument('--quick', action='store_true', help='check the harness in minutes: 2 steps per run, 2 seeds, one rate')
     return compare
 

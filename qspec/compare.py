@@ -19,9 +19,10 @@ from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .estimate import plan_for
 from .grouping import Groups, GradientGrouper, activation_signatures, signature_groups
-from .ranks import LoraPlan, _delta, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, resize
+from .ranks import LoraPlan, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, resize
 from .snr import SNRAnalyzer, SNRResults
-from .train import Run, adapt, fit_plan, load_base, make_trainer
+from .train import Run
+from .trainer import adapt, fit_plan, load_base, make_trainer
 
 # %% auto #0
 __all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'type_budget_plan', 'compress_plan', 'plot_arms', 'similar_pairs',
@@ -73,7 +74,10 @@ def flat_lr_plan(
 def type_budget_plan(
     plan:LoraPlan, # a plan of the model (its modules, shapes, SNR and importances)
     budget:int, # trainable parameters, at most
-    min_rank:int=4, max_rank:int=64, alpha:float=16, lr_scale:tuple=(1.0, 1.0), # as `plan_budget`
+    min_rank:int=4, # smallest adapter rank, as `plan_budget`
+    max_rank:int=64, # largest adapter rank
+    alpha:float=16, # LoRA alpha
+    lr_scale:tuple=(1.0, 1.0), # learning-rate multiplier range
 )->LoraPlan: # each type's share of the budget placed by SNR within the type
     "The budget split over module types by their parameters per unit of rank, each share spent by SNR within its type"
     by = {}
@@ -97,7 +101,8 @@ def compress_plan(
     svs = []
     for m, l in lora_layers(pm).items():
         w = 1.0 if weights is None else weights[m]
-        svs += [(w * s, m) for s in torch.linalg.svdvals(_delta(l)).tolist()[:l.r['default']]]
+        sv = torch.linalg.svdvals(l.lora_B['default'].weight.float() @ l.lora_A['default'].weight.float()) * l.scaling['default']  # of s·B·A
+        svs += [(w * s, m) for s in sv.tolist()[:l.r['default']]]
     ranks, left = {}, budget
     for _, m in sorted(svs, key=lambda x: -x[0]):
         if sum(plan.modules[m]['shape']) <= left: ranks[m] = ranks.get(m, 0) + 1; left -= sum(plan.modules[m]['shape'])
@@ -303,7 +308,9 @@ def t_quantile(
     "Student's t quantile: its distribution function integrated after t = √df·tan u (a smooth integrand), then bisected"
     c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(math.pi)  # density × dt/du, less cos^(df-1) u
     def cdf(t, n=256):
-        b = math.atan(t / math.sqrt(df)); h = b / n
+        b = math.atan(t / math.sqrt(df))
+        if df > 1: b = min(b, 12 / math.sqrt(df - 1))  # cos^(df-1) u < exp(-(df-1)u²/2): nothing left beyond
+        h = b / n
         return 0.5 + c * h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * math.cos(i * h) ** (df - 1) for i in range(n + 1))
     lo, hi = 0.0, 1e4
     for _ in range(60): lo, hi = ((lo + hi) / 2, hi) if cdf((lo + hi) / 2) < p else (lo, (lo + hi) / 2)

@@ -12,75 +12,20 @@ from pathlib import Path
 import torch, torch.nn as nn
 from .core import QspecError, all_gather, atomic_dir, atomic_file, check_same, compute_dtype, main_process_first, init_distributed, latest_checkpoint, peak_memory_mib, pick_device, save_png
 from fastcore.basics import patch
-from transformers import AutoConfig, DataCollatorForSeq2Seq, Trainer
-from transformers.trainer_pt_utils import nested_gather
 from . import models
 from .models import load_tokenizer, model_config, resolve_model
 from .data import token_batches, train_val_examples
-from .quant import load_nf4
 from .snr import SNRAnalyzer, SNRResults, load_snr
-from .ranks import LoraPlan, adapter_digest, apply_plan, load_plan, param_groups, plot_plans, resize
-from .grouping import Groups, GradientGrouper, export_peft, load_groups, share_adapters
+from .ranks import LoraPlan, adapter_digest, load_plan, plot_plans, resize
+from .grouping import Groups, GradientGrouper, export_peft, load_groups
 from .merge import check_merged
 from .stream import checkpoint_params, merge_run, write_quant_settings
-from .config import TrainConfig, check_config, load_config, training_arguments
-from .loss import causal_loss, uses_chunked_loss
+from .config import TrainConfig, check_config, load_config
 from .estimate import estimate, plan_for
+from .trainer import QspecTrainer, adapt, fit_plan, load_base, make_trainer, plot_losses
 
 # %% auto #0
-__all__ = ['QspecTrainer', 'check_launch', 'Run', 'load_base', 'adapt', 'make_trainer', 'fit_plan', 'plot_losses']
-
-# %% ../nbs/07_train.ipynb #d900fbe8
-class QspecTrainer(Trainer):
-    "`Trainer` with the plan's learning-rate groups, the chunked loss and a token count"
-    def __init__(self, *args,
-        plan:LoraPlan|None=None, # the plan whose learning-rate multipliers the optimizer uses
-        chunked:bool=True, # use `causal_loss` where the model allows it
-        chunk:int=256, # positions per loss chunk
-        **kwargs):
-        super().__init__(*args, **kwargs)
-        self.plan, self.chunk, self.tokens = plan, chunk, 0
-        hf = self.model.get_base_model() if hasattr(self.model, 'get_base_model') else self.model
-        self.head = hf.get_output_embeddings() if chunked and uses_chunked_loss(hf) else None
-
-# %% ../nbs/07_train.ipynb #7a100013
-@patch
-def create_optimizer(self:QspecTrainer,
-    model=None, # unused; `Trainer` passes it
-)->torch.optim.Optimizer: # the optimizer, with the plan's parameter groups
-    "`Trainer`'s optimizer class and settings over the plan's learning-rate groups"
-    if self.optimizer is None:
-        cls, kw = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
-        groups = param_groups(self.model, self.plan, self.args.learning_rate, self.args.weight_decay) if self.plan else \
-                 [dict(params=[p for p in self.model.parameters() if p.requires_grad], weight_decay=self.args.weight_decay)]
-        self.optimizer = cls(groups, **kw)
-    return self.optimizer
-
-# %% ../nbs/07_train.ipynb #7a100016
-@patch
-def compute_loss(self:QspecTrainer,
-    model:nn.Module, # the (wrapped) model
-    inputs:dict, # a batch: input_ids, attention_mask, labels
-    return_outputs:bool=False, # also return the outputs
-    num_items_in_batch:int|None=None, # labelled tokens in the whole step, counted by `Trainer`
-)->torch.Tensor|tuple: # the mean loss per labelled token (and the outputs)
-    "Mean next-token loss over labelled tokens, by `causal_loss` where the model allows"
-    if model.training: self.tokens += int(inputs['attention_mask'].sum())
-    if self.head is None: return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-    s, n = causal_loss(model, self.head, inputs, self.chunk)
-    loss = s / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
-    if num_items_in_batch is not None and self.args.average_tokens_across_devices:  # the count is over every process, and
-        loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes: scaled back, as `Trainer` does
-    return (loss, dict(loss=loss)) if return_outputs else loss
-
-# %% ../nbs/07_train.ipynb #tr0f0002
-@patch
-def _finalize_training(self:QspecTrainer,
-    trial, num_train_samples, start_time, # as `Trainer._finalize_training`
-): # `Trainer`'s TrainOutput
-    "`Trainer`'s end of training, with the loss since the last logging step averaged over processes first"
-    if self.args.world_size > 1: self._tr_loss = nested_gather(self._tr_loss.detach(), self.args.parallel_mode).mean()
-    return Trainer._finalize_training(self, trial, num_train_samples, start_time)
+__all__ = ['check_launch', 'Run']
 
 # %% ../nbs/07_train.ipynb #c46b1168
 _REPLAN = ("the scan's ranking can differ between devices (nondeterministic kernels, ties); run the same config again: "
@@ -164,30 +109,6 @@ def _groups(self:Run)->Groups: # the groups of the plan's modules
     self._write('groups.json', g.save)
     return g
 
-# %% ../nbs/07_train.ipynb #tr0b0001
-def load_base(
-    cfg:TrainConfig, # the run's config: compute and storage dtypes, device_map
-    path:str|Path, # the checkpoint directory (`resolve_model` of `cfg.model`)
-    device:str, # where it is loaded
-    dtype:torch.dtype, # compute dtype
-)->nn.Module: # the base model in NF4 with double quantization
-    "The base a config trains, loaded in NF4"
-    return load_nf4(path, device=device, compute_dtype=dtype, quant_storage=getattr(torch, cfg.quant_storage), device_map=cfg.device_map)
-
-# %% ../nbs/07_train.ipynb #tr0b0002
-def adapt(
-    cfg:TrainConfig, # the config: seed and gradient checkpointing
-    base:nn.Module, # a loaded base, without adapters
-    plan:LoraPlan, # the adapters' ranks, alphas and multipliers
-    groups:Groups|None=None, # modules that share one adapter (or one factor)
-    parts:str='AB', # the factors group members share
-)->nn.Module: # the peft model
-    "The plan's adapters on `base`, initialised from the config's seed, group members tied"
-    torch.manual_seed(cfg.seed)
-    pm = apply_plan(base, plan, gradient_checkpointing=cfg.gradient_checkpointing)
-    if groups: share_adapters(pm, groups, parts)
-    return pm
-
 # %% ../nbs/07_train.ipynb #7a100025
 @patch
 def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `model` set
@@ -209,27 +130,6 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
     self.model = adapt(c, self.base, self.plan, self.groups)
     return self
 
-# %% ../nbs/07_train.ipynb #tr0b0004
-def make_trainer(
-    cfg:TrainConfig, # the config: optimizer, schedule, intervals, batch, loss
-    model:nn.Module, # the model with adapters
-    plan:LoraPlan|None, # its plan (learning-rate groups), or None: every trainable parameter at the base rate
-    tok, # the tokenizer (padding of the collator)
-    train_ex:list, # training examples
-    val_ex:list, # validation examples
-    steps:int, # optimizer steps
-    out:Path, # folder for its checkpoints
-    device:str='cpu', # where it trains
-    world:int=1, # processes
-    progress:bool=False, # `Trainer`'s progress bar
-    callbacks:tuple=(), # more `TrainerCallback`s
-)->QspecTrainer: # the trainer
-    "A `QspecTrainer` for `steps` optimizer steps of `model` on the examples, checkpointing into `out`"
-    args = training_arguments(cfg, out, steps, device.startswith('cuda'), world, progress)
-    col = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
-    return QspecTrainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, data_collator=col,
-                        plan=plan, chunked=cfg.chunked_loss, callbacks=list(callbacks))
-
 # %% ../nbs/07_train.ipynb #c7313fcf
 @patch
 def trainer(self:Run,
@@ -239,24 +139,6 @@ def trainer(self:Run,
     "A `QspecTrainer` for `steps` optimizer steps of the run's model, checkpointing into `out`"
     return make_trainer(self.cfg, self.model, self.plan, self.tok, self.train_ex, self.val_ex, steps, out, self.device,
                         self.world, self.progress and self.main, self.callbacks)
-
-# %% ../nbs/07_train.ipynb #tr0b0005
-def fit_plan(
-    cfg:TrainConfig, # the config
-    model:nn.Module, # the model with adapters
-    plan:LoraPlan|None, # its plan (None: one learning rate)
-    tok, train_ex:list, val_ex:list, # tokenizer and examples
-    out:Path, # folder for checkpoints
-    device:str='cpu', world:int=1, progress:bool=False, callbacks:tuple=(), # as `make_trainer`
-    steps:int|None=None, # optimizer steps (default: the config's)
-    resume:str|None=None, # a checkpoint to resume from
-)->dict: # trainer, train_loss, eval_loss, seconds, tokens_per_second
-    "Train `model` and evaluate it: the training path `Run` and `compare` share"
-    tr = make_trainer(cfg, model, plan, tok, train_ex, val_ex, steps or cfg.steps, out, device, world, progress, callbacks)
-    t0 = time.perf_counter(); res = tr.train(resume_from_checkpoint=resume); s = time.perf_counter() - t0
-    last = [l for l in tr.state.log_history if 'eval_loss' in l and l.get('step') == tr.state.global_step]  # evaluated at the last step already?
-    return dict(trainer=tr, train_loss=res.training_loss, eval_loss=last[-1]['eval_loss'] if last else tr.evaluate()['eval_loss'],
-                seconds=s, tokens_per_second=tr.tokens / max(s, 1e-9))
 
 # %% ../nbs/07_train.ipynb #7a100031
 @patch
@@ -306,22 +188,6 @@ def rescan(self:Run)->Run: # the run, with `snr_after` (and `plan_resized`) set
             self.log += [dict(l, step=l.get('step', 0) + c.steps) for l in tr.state.log_history]
     return self
 
-# %% ../nbs/07_train.ipynb #7a100038
-def plot_losses(
-    log:list[dict], # `Trainer`'s log history
-    before:float|None=None, # validation loss before training (step 0)
-    ax=None, # matplotlib axes
-): # the axes
-    "Training and validation loss against the step"
-    import matplotlib.pyplot as plt  # as every plot of the package: only when drawing
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    tl = [(l['step'], l['loss']) for l in log if 'loss' in l]
-    ev = ([(0, before)] if before is not None else []) + [(l['step'], l['eval_loss']) for l in log if 'eval_loss' in l]
-    if tl: ax.plot(*zip(*tl), label='train', color='#4c72b0')
-    if ev: ax.plot(*zip(*sorted(set(ev))), 'o-', label='validation', color='#dd8452')
-    ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend(); ax.set_title('loss')
-    return ax
-
 # %% ../nbs/07_train.ipynb #227b78d8
 @patch
 def plots(self:Run,
@@ -369,10 +235,10 @@ def save(self:Run)->Path: # the run directory
 def merge(self:Run)->Run: # the run, with `merge_check` in its metrics (up to `merge_check_max_params`)
     "Merge the saved adapter into `merged/`, shard by shard; check it against the adapter model"
     c = self.cfg
-    merge_run(c.model, self.out, c.merge_dtype, self.device, self.progress and self.main)
-    if checkpoint_params(resolve_model(c.model)) <= c.merge_check_max_params:
+    merge_run(self.path, self.out, c.merge_dtype, self.device, self.progress and self.main)
+    if checkpoint_params(self.path) <= c.merge_check_max_params:
         ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
-        self.metrics['merge_check'] = check_merged(c.model, self.out/'adapter', self.out/'merged', torch.tensor(ids), self.device, self.dtype)
+        self.metrics['merge_check'] = check_merged(self.path, self.out/'adapter', self.out/'merged', torch.tensor(ids), self.device, self.dtype)
         self._save_metrics(self.out)
     return self
 

@@ -1,0 +1,119 @@
+"""The report of `benchmarks/study.py`: from the runs stored so far, the per-budget comparisons, whether capacity
+binds, whether the best learning rate carries across budgets, the cost, and the picture. Writes study.json, study.md
+and study.png into the study's folder; a study still running is reported as far as it has got.
+
+Usage: python benchmarks/study_report.py [--out benchmarks/results/study]
+"""
+import argparse, json, math, statistics
+from pathlib import Path
+
+ORDER = ('snr', 'uniform', 'types', 'compress', 'snr-inverse', 'random', 'qlora')
+COLORS = dict(snr='#4c72b0', uniform='#dd8452', types='#55a868', compress='#c44e52', **{'snr-inverse': '#8172b2'}, random='#937860', qlora='#000000')
+
+
+def budgets(out: Path) -> dict:
+    "rank (or 'qlora') -> the Comparison saved for that budget"
+    from qspec.compare import load_comparison
+    res = {}
+    for d in sorted(out.glob('budget-*')):
+        if (d/'compare.json').exists(): res[d.name.split('-', 1)[1]] = load_comparison(d)
+    return res
+
+
+def _losses(c, arm, seeds):
+    by = {r['seed']: r['eval_loss'] for r in c.arms[arm]['runs']}
+    return [by[s] for s in seeds]
+
+
+def capacity(bs: dict, arm='uniform') -> dict | None:
+    "The arm's eval loss at the smallest budget against the largest, paired over the seeds both have"
+    from qspec.compare import paired, verdict
+    have = sorted((int(k) for k, c in bs.items() if k.isdigit() and arm in c.arms))
+    if len(have) < 2: return None
+    lo, hi = bs[str(have[0])], bs[str(have[-1])]
+    seeds = sorted({r['seed'] for r in lo.arms[arm]['runs']} & {r['seed'] for r in hi.arms[arm]['runs']})
+    if len(seeds) < 2: return None
+    p = paired(_losses(hi, arm, seeds), _losses(lo, arm, seeds))
+    return dict(arm=arm, small=have[0], large=have[-1], seeds=seeds, **p, **verdict(p, hi.margin()))
+
+
+def lr_carry(bs: dict) -> list:
+    "Arms with a learning-rate grid at more than one budget: the best rate at each"
+    rows = {}
+    for k, c in bs.items():
+        for a, d in c.arms.items():
+            if d['grid']: rows.setdefault(a, {})[k] = (d['best_lr'], d['grid'])
+    return [dict(arm=a, best={k: v[0] for k, v in g.items()}, grids={k: v[1] for k, v in g.items()}) for a, g in rows.items() if len(g) > 1]
+
+
+def cost(out: Path) -> dict:
+    "Runs stored and the seconds they took"
+    from qspec.compare import RunStore
+    rs = [r for r in RunStore(out/'runs.jsonl').runs().values() if 'seconds' in r]
+    return dict(runs=len(rs), seconds=sum(r['seconds'] for r in rs))
+
+
+def plot(bs: dict, path: Path):
+    "Eval loss against trainable parameters, one line per arm with 95 % intervals; step time and training memory beside"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw=dict(width_ratios=[2.2, 1, 1]))
+    for arm in ORDER:
+        pts = []
+        for k, c in bs.items():
+            if arm in c.arms:
+                r = next(r for r in c.summary() if r['arm'] == arm)
+                pts.append((r['trainable'], r['mean'], 0 if r['half'] != r['half'] else r['half'], r['step_s'], r['train_mem_mib']))
+        if not pts: continue
+        pts.sort()
+        x, y, e, s, m = zip(*pts)
+        kw = dict(color=COLORS[arm], label=arm)
+        if arm == 'qlora': axs[0].errorbar(x, y, yerr=e, fmt='*', ms=12, capsize=3, **kw)
+        else: axs[0].errorbar(x, y, yerr=e, fmt='o-', ms=4, capsize=3, **kw)
+        axs[1].plot(x, s, '*' if arm == 'qlora' else 'o-', ms=5, **kw); axs[2].plot(x, m, '*' if arm == 'qlora' else 'o-', ms=5, **kw)
+    base = [d.get('base_loss') for c in bs.values() for d in c.arms.values() if d.get('base_loss')]
+    for ax, t in zip(axs, ('eval loss (mean, 95 % interval)', 'median step (s)', 'training memory (MiB)')):
+        ax.set_xscale('log'); ax.set_xlabel('trainable parameters'); ax.set_title(t, fontsize=10)
+    axs[0].legend(fontsize=8)
+    if base: axs[0].set_title(f'eval loss (mean, 95 % interval); untrained: {statistics.median(base):.3f}', fontsize=10)
+    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+
+
+def report(out: Path) -> str:
+    "Write study.json, study.md and study.png into `out`; return the markdown"
+    out = Path(out)
+    bs = budgets(out)
+    if not bs: return 'no runs yet'
+    cap, carry, cst = capacity(bs), lr_carry(bs), cost(out)
+    md = [f"**The study so far: {cst['runs']} runs stored, {cst['seconds'] / 3600:.1f} hours of training and evaluation.**", '']
+    if cap:
+        md.append(f"**Capacity**: {cap['arm']} at {cap['large']}× the smallest budget's rank against {cap['small']}×: eval loss "
+                  f"{cap['diff']:+.4f} ± {cap['half']:.4f} (paired over seeds {cap['seeds']}); "
+                  + ('resolved: capacity binds.' if cap['resolved'] else f"not resolved (detectable {cap['mde']:.4f}): capacity does not bind at this length."))
+        md.append('')
+    for a in carry:
+        md.append(f"**Best learning rate of {a['arm']}** by budget: " + ', '.join(f"rank {k}: {v:g}" for k, v in sorted(a['best'].items())))
+    md.append('')
+    for k in sorted(bs, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0)):
+        c = bs[k]
+        md += [f"#### Budget: {'peft QLoRA recipe' if k == 'qlora' else f'rank {k} everywhere'}", '', c._repr_markdown_(), '']
+        if 'uniform' in c.arms and 'snr' in c.arms:
+            from qspec.compare import verdict_words
+            for a in c.arms:
+                if a in ('uniform', 'qlora'): continue
+                try: p = c.versus(a, 'uniform')
+                except Exception: continue
+                md.append(f"- {a} vs uniform: {p['diff']:+.4f} ± {p['half']:.4f}: {verdict_words(p, c.margin())}")
+            md.append('')
+    for k, c in bs.items(): c.save(out/f'budget-{k}')  # its compare.md in the words of this version
+    plot(bs, out/'study.png')
+    (out/'study.json').write_text(json.dumps(dict(capacity=cap, lr_carry=carry, cost=cst,
+                                                  budgets={k: c.summary() for k, c in bs.items()}), indent=1, default=str))
+    (out/'study.md').write_text('\n'.join(md) + '\n')
+    return '\n'.join(md)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--out', default=str(Path(__file__).parent/'results'/'study'), help='folder of the study')
+    print(report(Path(ap.parse_args().out)))
