@@ -41,8 +41,9 @@ def rank_cost(model: str) -> int:
 
 def plan(model: str) -> list:
     "The study as (rank, arms, lrs-or-None, seeds) steps, in the order that makes partial results most useful"
-    return [(DEFAULT, ['uniform', 'snr'], LRS, 5),        # the default budget's two main arms
-            (1, ['uniform'], LRS, 3), (64, ['uniform'], None, 3),  # does capacity bind? (and does the best rate carry?)
+    return [(DEFAULT, ['uniform'], LRS, 5),                     # the default budget's reference arm
+            (64, ['uniform'], None, 3), (1, ['uniform'], None, 3),  # does capacity bind? (at the default budget's rate)
+            (DEFAULT, ['snr'], LRS, 5), (1, ['uniform'], LRS, 3),  # the default; does the best rate carry to the smallest budget?
             (DEFAULT, ['types', 'compress'], LRS, 5),
             (1, ['snr'], LRS, 3), (16, ['uniform', 'snr'], None, 3), (64, ['snr'], None, 3),
             (1, ['types', 'compress'], None, 3), (16, ['types', 'compress'], None, 3), (64, ['types', 'compress'], None, 3),
