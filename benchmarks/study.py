@@ -44,9 +44,10 @@ def plan(model: str) -> list:
     return [(DEFAULT, ['uniform'], LRS, 5),                     # the default budget's reference arm
             (64, ['uniform'], None, 3), (1, ['uniform'], None, 3),  # does capacity bind? (at the default budget's rate)
             (DEFAULT, ['snr'], LRS, 5), (1, ['uniform'], LRS, 3),  # the default; does the best rate carry to the smallest budget?
-            (DEFAULT, ['types', 'compress'], LRS, 5),
-            (1, ['snr'], LRS, 3), (16, ['uniform', 'snr'], None, 3), (64, ['snr'], None, 3),
-            (1, ['types', 'compress'], None, 3), (16, ['types', 'compress'], None, 3), (64, ['types', 'compress'], None, 3),
+            (DEFAULT, ['compress'], LRS, 5), (1, ['snr'], LRS, 3),
+            (16, ['uniform', 'snr'], None, 3), (64, ['snr'], None, 3),  # the four budgets for the two main arms
+            (DEFAULT, ['types'], LRS, 5),
+            (1, ['compress', 'types'], None, 3), (16, ['compress', 'types'], None, 3), (64, ['compress', 'types'], None, 3),
             (DEFAULT, list(PAIRED), LRS, 5), (1, list(PAIRED), None, 3),
             ('qlora', ['qlora'], LRS, 3)]
 
