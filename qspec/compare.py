@@ -18,17 +18,17 @@ from .core import QspecError, atomic_dir, peak_memory_mib, rss_mib, save_png
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .estimate import plan_for
-from .grouping import Groups, GradientGrouper, activation_signatures, signature_groups
+from .grouping import Groups, GradientGrouper, activation_signatures, gradient_signatures, signature_groups
 from .ranks import LoraPlan, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, resize
 from .snr import SNRAnalyzer, SNRResults
 from .train import Run
 from .trainer import adapt, fit_plan, load_base, make_trainer
 
 # %% auto #0
-__all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'type_budget_plan', 'compress_plan', 'plot_arms', 'similar_pairs',
-           'random_pairs', 'activation_pairs', 'neighbour_pairs', 'arm_groups', 'StepTimes', 'train_memory',
-           'arm_model', 'evaluate', 'train_arm', 't_quantile', 'interval', 'detectable', 'seeds_for', 'paired',
-           'verdict', 'verdict_words', 'run_key', 'RunStore', 'arm_process', 'check_study', 'Comparison',
+__all__ = ['ARMS', 'random_plan', 'flat_lr_plan', 'type_shares', 'type_budget_plan', 'compress_plan', 'plot_arms',
+           'similar_pairs', 'random_pairs', 'activation_pairs', 'neighbour_pairs', 'arm_groups', 'StepTimes',
+           'train_memory', 'arm_model', 'evaluate', 'train_arm', 't_quantile', 'interval', 'detectable', 'seeds_for',
+           'paired', 'verdict', 'verdict_words', 'run_key', 'RunStore', 'arm_process', 'check_study', 'Comparison',
            'load_comparison', 'compare']
 
 # %% ../nbs/07a_compare.ipynb #b7777915
@@ -46,7 +46,7 @@ ARMS = {
     'random-share-a': "the same pairs' sizes and ranks as `share-a`, members drawn at random, sharing A",
     'share-b': "as `share-a`, each pair sharing its output-side factor B instead",
     'random-share-b': "the same pairs' sizes and ranks as `share-b`, members drawn at random, sharing B",
-    'types': "the budget split over module types as `uniform` splits it (each type's parameters per unit of rank), then placed by SNR within each type",
+    'types': "the budget split over module types by their share of the gradient energy at the start (`type_shares`), then placed by SNR within each type",
     'compress': "`uniform` trained at four times the budget, then cut to the budget by keeping the largest singular values of the updates across all modules",
     'resize': "re-scan and resize after three quarters of the steps, then train the rest",
     'qlora': "peft's QLoRA recipe: r=16, alpha 32, dropout 0.05 on all linear layers (not budget-matched)",
@@ -70,6 +70,22 @@ def flat_lr_plan(
     mods = {m: dict(v, lr_scale=1.0 if v['rank'] else 0.0) for m, v in plan.modules.items()}
     return LoraPlan(mods, plan.rslora, plan.name, dict(plan.meta, lr_scale=[1.0, 1.0]))
 
+# %% ../nbs/07a_compare.ipynb #cm0t0001
+def type_shares(
+    model, # the base model, without adapters
+    plan:LoraPlan, # a plan of the model: its modules and their types
+    batches:list, # calibration token batches
+    k:int=64, # sketch size (the estimate's spread falls as 1/k)
+    seed:int=0, # seed of the projections
+)->dict: # module type -> share of the gradient energy, summing to 1
+    "Each module type's share of the squared Frobenius norm of the loss gradient of its weights, over `batches`"
+    sig = gradient_signatures(model, sorted(plan.modules), batches, k, seed, progress=False)
+    e = {}
+    for m, s in sig.items(): e[plan.modules[m]['type']] = e.get(plan.modules[m]['type'], 0.0) + float(s.double().pow(2).sum())
+    if not sum(e.values()) > 0: raise QspecError("the loss has no gradient on these batches; calibration batches must hold tokens to predict")
+    return {t: x / sum(e.values()) for t, x in sorted(e.items())}
+
+
 # %% ../nbs/07a_compare.ipynb #cm0a0002
 def type_budget_plan(
     plan:LoraPlan, # a plan of the model (its modules, shapes, SNR and importances)
@@ -78,15 +94,17 @@ def type_budget_plan(
     max_rank:int=64, # largest adapter rank
     alpha:float=16, # LoRA alpha
     lr_scale:tuple=(1.0, 1.0), # learning-rate multiplier range
+    shares:dict|None=None, # module type -> share of the budget (None: each type's parameters per unit of rank)
 )->LoraPlan: # each type's share of the budget placed by SNR within the type
-    "The budget split over module types by their parameters per unit of rank, each share spent by SNR within its type"
+    "The budget split over module types by `shares`, each share spent by SNR within its type"
     by = {}
     for m, v in plan.modules.items(): by.setdefault(v['type'], []).append((m, v))
-    per = {t: sum(sum(v['shape']) for _, v in ms) for t, ms in by.items()}
+    per = shares or {t: sum(sum(v['shape']) for _, v in ms) for t, ms in by.items()}
+    if set(per) != set(by): raise QspecError(f"shares name the types {sorted(per)}; the plan has {sorted(by)}")
     mods = {}
     for t, ms in by.items():
         rows = [dict(module=m, type=t, layer=v['layer'], shape=tuple(v['shape']), snr=math.nan if v['snr'] is None else v['snr']) for m, v in ms]
-        try: mods.update(plan_budget(SNRResults(rows, plan.name), budget * per[t] // sum(per.values()), min_rank, max_rank, 4, alpha, plan.rslora, lr_scale).modules)
+        try: mods.update(plan_budget(SNRResults(rows, plan.name), int(budget * per[t] / sum(per.values())), min_rank, max_rank, 4, alpha, plan.rslora, lr_scale).modules)
         except QspecError: mods.update({m: dict(v, rank=0, alpha=0, lr_scale=0.0, tier='frozen') for m, v in ms})  # too small a share
     return LoraPlan(mods, plan.rslora, plan.name, dict(method='type budgets', budget=budget, shares={t: p / sum(per.values()) for t, p in per.items()}))
 
@@ -263,7 +281,7 @@ def arm_model(
     else: plan = {'snr': plan, 'resize': plan, 'snr-inverse': inverse_plan(plan), 'snr-flat-lr': flat_lr_plan(plan),
                   'random': random_plan(plan, seed), 'uniform': one_rank_plan(plan, c.budget, 100, c.alpha),
                   'spectrum': one_rank_plan(plan, c.budget, 25, c.alpha), 'compress': one_rank_plan(plan, 4 * c.budget, 100, c.alpha),
-                  'types': type_budget_plan(plan, c.budget, c.min_rank, c.max_rank, c.alpha, tuple(c.lr_scale))}[arm]
+                  'types': type_budget_plan(plan, c.budget, c.min_rank, c.max_rank, c.alpha, tuple(c.lr_scale), type_shares(base, plan, run.calibration))}[arm]
     return adapt(c, base, plan, groups, parts), plan
 
 # %% ../nbs/07a_compare.ipynb #cm0a0009
