@@ -3,8 +3,9 @@
 The embedded model (SmolLM2-135M-Instruct) in NF4 with double quantization, the embedded data (Python's reference
 documentation as chat pairs, prompt masked, training and validation topics kept apart). Every run trains 50 steps
 of 4 examples of up to 128 tokens (25,600 training tokens, padding included), AdamW, 5 warm-up steps then cosine decay,
-qspec's chunked loss, no gradient checkpointing, and is evaluated on 32 validation examples. Device and compute
-dtype come from the config ('auto'): float32 on a CPU without native bfloat16, bfloat16 on CUDA.
+qspec's chunked loss, no gradient checkpointing, and is evaluated on 32 validation examples, in float32 on every
+machine (the study began on a CPU without native bfloat16; the compute dtype is part of each run's key, so a
+machine that would pick bfloat16 must not start a second, incomparable study).
 
 Budgets: the parameters of one LoRA rank on every linear module times 1, 4, 16 and 64 (on the embedded model
 305,280 per unit of rank: 0.31M, 1.22M, 4.88M, 19.5M). The second is "the default budget" (the shipped default is
@@ -25,7 +26,7 @@ import argparse, json, statistics, sys, time
 from pathlib import Path
 
 STUDY = dict(max_length=128, batch_size=4, steps=50, warmup_steps=5, max_eval_examples=32, gradient_checkpointing=False,
-             lr=3e-3, device='auto', compute_dtype='auto')
+             lr=3e-3, device='auto', compute_dtype='float32')
 LRS = [1e-3, 3e-3, 1e-2]
 RANKS = (1, 4, 16, 64)  # the budgets, in units of one rank on every linear module
 DEFAULT = 4  # the default budget's rank
