@@ -14,8 +14,8 @@ from fastcore.docments import docments
 from .core import ALLOCATIONS, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
 
 # %% auto #0
-__all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'training_arguments', 'config_schema',
-           'example_config']
+__all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'mixed_precision', 'training_arguments',
+           'config_schema', 'example_config']
 
 # %% ../nbs/06a_config.ipynb #c58f9029
 @dataclass
@@ -63,7 +63,7 @@ class TrainConfig:
     merge_check_max_params:int=3_000_000_000 # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
     device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
     device_map:typing.Union[str, dict, None]=None # a model larger than one GPU: 'auto' spreads its layers over the visible GPUs, or give {module: device}
-    compute_dtype:str='auto' # 'auto' (bfloat16 where the hardware computes it natively, else float32), 'float32', 'bfloat16' or 'float16'
+    compute_dtype:str='auto' # 'auto' (bfloat16 where the hardware computes it natively, float16 on older CUDA GPUs, else float32), 'float32', 'bfloat16' or 'float16'
     quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or a float dtype ('bfloat16', as FSDP needs; runs use device_map instead)
     question:typing.Optional[str]=None # asked before and after training (default for the embedded data: a held-out topic)
     resume:bool=True # continue an interrupted run of the same `out` from its latest checkpoint
@@ -230,25 +230,52 @@ def load_config(
     except yaml.YAMLError as e: raise QspecError(f"{str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     return check_config(d or {}, str(p))
 
+# %% ../nbs/06a_config.ipynb #6e0m0001
+def mixed_precision(
+    device:str, # where it trains: 'cpu', 'cuda' or 'cuda:N'
+    dtype:str|None=None, # the compute dtype's name: 'bfloat16', 'float16' or 'float32' (None: float32)
+)->dict: # `bf16` and `fp16` for `TrainingArguments`
+    "Autocast in the compute dtype on CUDA (fp16 with a gradient scaler); none on the CPU"
+    cuda = device.startswith('cuda')
+    return dict(bf16=cuda and dtype == 'bfloat16', fp16=cuda and dtype == 'float16')
+
+
+# %% ../nbs/06a_config.ipynb #6e0m0004
+def _one_device(
+    args, # `TrainingArguments` of a one-process CUDA run
+    device:str, # the run's device: 'cuda' or 'cuda:N'
+)->None:
+    "Train on `device` alone: one GPU counted (no DataParallel, no batch × GPUs), inputs sent to that GPU"
+    import torch
+    d = args.device  # transformers' own setup: cuda:0, with n_gpu = every visible GPU
+    args._n_gpu = 1
+    want = torch.device(device) if ':' in device else d
+    if want != d: args.__dict__['_setup_devices'] = want; torch.cuda.set_device(want)  # the cached device, and accelerate's 'cuda'
+
+
 # %% ../nbs/06a_config.ipynb #6e000002
 def training_arguments(
     c:TrainConfig, # the run's config
     out:str|Path, # folder for checkpoints
     steps:int, # optimizer steps
-    cuda:bool=False, # training on a CUDA device
+    device:str='cpu', # where this process trains: 'cpu', 'cuda' or 'cuda:N'
     world:int=1, # number of processes
     progress:bool=True, # show `Trainer`'s progress bar
+    dtype:str|None=None, # the compute dtype's name, for mixed precision (None: float32)
 )->'TrainingArguments': # Hugging Face's arguments for `Trainer`
     "`TrainingArguments` for a run of `steps` optimizer steps as `c` describes it"
     from transformers import TrainingArguments  # here, not at the top: ≈5 s that config checks must not wait for
-    return TrainingArguments(
+    cuda = device.startswith('cuda')
+    args = TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=c.batch_size, per_device_eval_batch_size=c.batch_size,
         gradient_accumulation_steps=c.grad_accum, learning_rate=c.lr, lr_scheduler_type=c.scheduler, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, optim=c.optim if c.optim != 'auto' else 'paged_adamw_8bit' if cuda else 'adamw_torch',
         eval_strategy='steps', eval_steps=c.eval_steps, save_strategy='steps', save_steps=c.save_steps, logging_steps=c.logging_steps,
         seed=c.seed, data_seed=c.seed, report_to=[], remove_unused_columns=False, label_names=['labels'], prediction_loss_only=True,
-        dataloader_num_workers=0, use_cpu=not cuda, bf16=False, fp16=False, disable_tqdm=not progress,
+        dataloader_num_workers=0, use_cpu=not cuda, **mixed_precision(device, dtype), disable_tqdm=not progress,
         ddp_backend='gloo' if world > 1 and not cuda else None, ddp_find_unused_parameters=False, save_only_model=False, log_level='warning')
+    if cuda and world == 1: _one_device(args, device)
+    return args
 
 # %% ../nbs/06a_config.ipynb #adf3d8b6
 def _key_docs()->dict: # key -> its comment in `TrainConfig`

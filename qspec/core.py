@@ -139,11 +139,12 @@ def _cpu_flags()->set[str]:
 # %% ../nbs/00_core.ipynb #a1c0de09
 def compute_dtype(
     device:str='auto', # a device, as for `pick_device`
-)->'torch.dtype': # bf16 where the hardware computes it natively, else fp32
+)->'torch.dtype': # bf16 where the hardware computes it natively; fp16 on older GPUs; else fp32
     "The fastest training compute dtype on `device`"
     import torch  # lazily, as in `pick_device`
     dev = pick_device(device)
-    if dev.startswith('cuda'): return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if dev.startswith('cuda'):  # torch counts emulated bf16 (T4, V100) as supported unless told not to
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.bfloat16 if _cpu_flags() & {'avx512_bf16', 'amx_bf16'} else torch.float32
 
 # %% ../nbs/00_core.ipynb #a1c0de11

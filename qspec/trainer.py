@@ -113,7 +113,8 @@ def make_trainer(
     callbacks:tuple=(), # more `TrainerCallback`s
 )->QspecTrainer: # the trainer
     "A `QspecTrainer` for `steps` optimizer steps of `model` on the examples, checkpointing into `out`"
-    args = training_arguments(cfg, out, steps, device.startswith('cuda'), world, progress)
+    dtype = str(getattr(getattr(model, 'config', None), 'dtype', None) or 'float32').split('.')[-1]  # the base's compute dtype
+    args = training_arguments(cfg, out, steps, device, world, progress, dtype)
     col = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
     return QspecTrainer(model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, data_collator=col,
                         plan=plan, chunked=cfg.chunked_loss, callbacks=list(callbacks))
