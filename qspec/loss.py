@@ -10,23 +10,26 @@ import contextlib
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['chunked_ce', 'hidden_states', 'uses_chunked_loss', 'causal_loss']
+__all__ = ['chunked_ce', 'hidden_states', 'uses_chunked_loss', 'causal_loss', 'loss_chunk']
 
 # %% ../nbs/06c_loss.ipynb #2da47ff7
 class _ChunkedCE(torch.autograd.Function):
-    "Summed cross-entropy of `h @ w.T` against `y`, chunk by chunk; the gradient is computed in the forward pass"
+    "Summed cross-entropy of `h @ w.T` against `y`, chunk by chunk; the gradients asked for are computed in the forward pass"
     @staticmethod
-    def forward(ctx, h, w, y, chunk):
-        loss, gh = torch.zeros((), dtype=torch.float32, device=h.device), torch.empty_like(h)
-        gw = torch.zeros_like(w, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+    def forward(ctx, h, w, y, chunk, grads=True):
+        ctx.w_dtype = w.dtype
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        gh = torch.empty_like(h) if grads and ctx.needs_input_grad[0] else None
+        gw = torch.zeros_like(w, dtype=torch.float32) if grads and ctx.needs_input_grad[1] else None
         for i in range(0, len(y), chunk):
             hc, yc = h[i:i + chunk].to(w.dtype), y[i:i + chunk]
             z = (hc @ w.T).float()
             lse = z.logsumexp(-1)
             loss += (lse - z.gather(1, yc[:, None])[:, 0]).sum()
+            if gh is None and gw is None: continue  # evaluation: the loss only
             g = z.sub_(lse[:, None]).exp_()  # softmax, in place
             g[torch.arange(len(yc), device=g.device), yc] -= 1
-            gh[i:i + chunk] = (g.to(w.dtype) @ w).to(h.dtype)
+            if gh is not None: gh[i:i + chunk] = (g.to(w.dtype) @ w).to(h.dtype)
             if gw is not None: gw += g.T @ hc.float()
         ctx.save_for_backward(gh, gw)
         return loss
@@ -34,7 +37,8 @@ class _ChunkedCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, go):
         gh, gw = ctx.saved_tensors
-        return gh * go.to(gh.dtype), (gw * go).to(ctx.needs_input_grad[1] and gw.dtype) if gw is not None else None, None, None
+        return (None if gh is None else gh * go.to(gh.dtype)), (None if gw is None else (gw * go).to(ctx.w_dtype)), None, None, None
+
 
 # %% ../nbs/06c_loss.ipynb #7a100003
 def chunked_ce(
@@ -43,8 +47,8 @@ def chunked_ce(
     y:torch.Tensor, # target token ids, (n,)
     chunk:int=256, # positions per chunk
 )->torch.Tensor: # summed cross-entropy (a scalar)
-    "Cross-entropy of `h @ w.T` against `y` without materialising all logits"
-    return _ChunkedCE.apply(h, w, y, chunk)
+    "Cross-entropy of `h @ w.T` against `y` without materialising all logits (nor computing gradients under `no_grad`)"
+    return _ChunkedCE.apply(h, w, y, chunk, torch.is_grad_enabled())
 
 # %% ../nbs/06c_loss.ipynb #9ced8933
 @contextlib.contextmanager
@@ -52,9 +56,12 @@ def hidden_states(
     head:nn.Module, # the model's output layer (`get_output_embeddings()`)
 ):
     "While active, the model's 'logits' are its last hidden states"
+    hooked = head.__dict__.get('forward')  # accelerate's hooked forward is an instance attribute too
     head.forward = lambda h, *a, **k: h  # an instance attribute shadows the class's forward
     try: yield
-    finally: del head.forward
+    finally:
+        if hooked is None: del head.forward
+        else: head.forward = hooked
 
 # %% ../nbs/06c_loss.ipynb #7a100005
 def uses_chunked_loss(
@@ -71,9 +78,17 @@ def causal_loss(
     head:nn.Module, # its output layer
     batch:dict, # input_ids, attention_mask, labels
     chunk:int=256, # positions per chunk
-)->tuple[torch.Tensor, int]: # (summed loss, number of target tokens)
+)->tuple[torch.Tensor, torch.Tensor]: # (summed loss, number of target tokens), on the head's and the labels' devices
     "Next-token cross-entropy over labelled positions, without full-vocabulary logits"
     with hidden_states(head): h = model(input_ids=batch['input_ids'], attention_mask=batch.get('attention_mask')).logits
-    y = batch['labels'][:, 1:].to(h.device)
+    w, y = head.weight, batch['labels'][:, 1:]
     keep = y != -100
-    return chunked_ce(h[:, :-1][keep], head.weight, y[keep], chunk), int(keep.sum())
+    return chunked_ce(h[:, :-1][keep.to(h.device)].to(w.device), w, y[keep].to(w.device), chunk), keep.sum()
+
+# %% ../nbs/06c_loss.ipynb #7a10l008
+def loss_chunk(
+    device:str|torch.device, # where the loss is computed
+)->int: # positions per chunk of `chunked_ce`
+    "The chunk `QspecTrainer` uses on `device`: 1,024 positions on CUDA, 256 elsewhere"
+    return 1024 if torch.device(device).type == 'cuda' else 256
+

@@ -16,7 +16,7 @@ from .quant import load_nf4
 from .ranks import LoraPlan, apply_plan, param_groups
 from .grouping import Groups, share_adapters
 from .config import TrainConfig, training_arguments
-from .loss import causal_loss, uses_chunked_loss
+from .loss import causal_loss, loss_chunk, uses_chunked_loss
 
 # %% auto #0
 __all__ = ['QspecTrainer', 'load_base', 'adapt', 'make_trainer', 'fit_plan', 'plot_losses']
@@ -27,12 +27,18 @@ class QspecTrainer(Trainer):
     def __init__(self, *args,
         plan:LoraPlan|None=None, # the plan whose learning-rate multipliers the optimizer uses
         chunked:bool=True, # use `causal_loss` where the model allows it
-        chunk:int=256, # positions per loss chunk
+        chunk:int|None=None, # positions per loss chunk (None: `loss_chunk` of the device)
         **kwargs):
         super().__init__(*args, **kwargs)
-        self.plan, self.chunk, self.tokens = plan, chunk, 0
+        self.plan, self.chunk, self._tokens = plan, chunk or loss_chunk(self.args.device), 0
         hf = self.model.get_base_model() if hasattr(self.model, 'get_base_model') else self.model
         self.head = hf.get_output_embeddings() if chunked and uses_chunked_loss(hf) else None
+
+    @property
+    def tokens(self)->int:
+        "Tokens trained on so far (a device sync: read it when training is over)"
+        return int(self._tokens)
+
 
 # %% ../nbs/06e_trainer.ipynb #7a100013
 @patch
@@ -56,10 +62,10 @@ def compute_loss(self:QspecTrainer,
     num_items_in_batch:int|None=None, # labelled tokens in the whole step, counted by `Trainer`
 )->torch.Tensor|tuple: # the mean loss per labelled token (and the outputs)
     "Mean next-token loss over labelled tokens, by `causal_loss` where the model allows"
-    if model.training: self.tokens += int(inputs['attention_mask'].sum())
+    if model.training: self._tokens = self._tokens + inputs['attention_mask'].sum()  # on the device: no sync
     if self.head is None: return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
     s, n = causal_loss(model, self.head, inputs, self.chunk)
-    loss = s / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+    loss = s / (num_items_in_batch if num_items_in_batch is not None else n.clamp(min=1))
     if num_items_in_batch is not None and self.args.average_tokens_across_devices:  # the count is over every process, and
         loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes: scaled back, as `Trainer` does
     return (loss, dict(loss=loss)) if return_outputs else loss
