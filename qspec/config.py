@@ -61,7 +61,8 @@ class TrainConfig:
     merge:bool=True # write the merged model
     merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
     merge_check_max_params:int=3_000_000_000 # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
-    device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
+    device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun each process takes its own GPU)
+    ddp_timeout:int=1800 # seconds processes under torchrun wait for each other before the run fails
     device_map:typing.Union[str, dict, None]=None # a model larger than one GPU: 'auto' spreads its layers over the visible GPUs, or give {module: device}
     compute_dtype:str='auto' # 'auto' (bfloat16 where the hardware computes it natively, float16 on older CUDA GPUs, else float32), 'float32', 'bfloat16' or 'float16'
     quant_storage:str='uint8' # storage dtype of the packed 4-bit codes: 'uint8', or a float dtype ('bfloat16', as FSDP needs; runs use device_map instead)
@@ -273,7 +274,7 @@ def training_arguments(
         eval_strategy='steps', eval_steps=c.eval_steps, save_strategy='steps', save_steps=c.save_steps, logging_steps=c.logging_steps,
         seed=c.seed, data_seed=c.seed, report_to=[], remove_unused_columns=False, label_names=['labels'], prediction_loss_only=True,
         dataloader_num_workers=0, use_cpu=not cuda, **mixed_precision(device, dtype), disable_tqdm=not progress,
-        ddp_backend='gloo' if world > 1 and not cuda else None, ddp_find_unused_parameters=False, save_only_model=False, log_level='warning')
+        ddp_backend='gloo' if world > 1 and not cuda else None, ddp_find_unused_parameters=False, ddp_timeout=c.ddp_timeout, save_only_model=False, log_level='warning')
     if cuda and world == 1: _one_device(args, device)
     return args
 

@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #5d50ac7a
 from __future__ import annotations
-import os, re, json, shutil, logging, tempfile, contextlib
+import errno, os, re, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
@@ -54,10 +54,16 @@ def atomic_dir(
     try:
         yield tmp
         _plain_mode(tmp)
-        old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
-        if dest.exists(): os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old.exists(): _remove(old)
+        for i in range(100):  # another process may put its own `dest` in place between our two renames: the last one wins
+            old = dest.with_name(f'.{dest.name}.old-{os.getpid()}-{i}')
+            try:
+                if dest.exists(): os.replace(dest, old)
+                os.replace(tmp, dest); break
+            except FileNotFoundError: continue  # the other process moved `dest` away first
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST): raise
+            finally:
+                if old.exists(): _remove(old)
     finally:
         if tmp.exists(): _remove(tmp)
 
@@ -238,16 +244,18 @@ def rss_mib()->float: # resident memory of this process now, MiB (NaN where /pro
 # %% ../nbs/00_core.ipynb #6e000011
 def init_distributed(
     device:str, # the device picked for this machine: 'cpu', 'cuda' or 'cuda:N'
+    timeout:float=1800, # seconds a collective waits for the other processes before failing
 )->tuple[int, int, str]: # (rank, world size, this process's device)
     "Join the process group when started by torchrun; one process alone stays as it is"
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if world == 1: return rank, world, device
-    import torch  # only for several processes
-    if device == 'cuda': device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    import datetime, torch  # only for several processes
+    if device.startswith('cuda'): device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
     if not torch.distributed.is_initialized():
         if device.startswith('cuda'): torch.cuda.set_device(device)
-        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+        torch.distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo', timeout=datetime.timedelta(seconds=timeout))
     return rank, world, device
+
 
 # %% ../nbs/00_core.ipynb #6e000013
 def all_gather(
@@ -263,14 +271,18 @@ def all_gather(
 # %% ../nbs/00_core.ipynb #2d3b7ea6
 def check_same(
     what:str, # what the value is, for the message (e.g. 'plan')
-    value, # this process's value: picklable and comparable
+    value, # this process's value: picklable
     hint:str='', # what to do about a difference
-)->None:
-    "Raise the same `QspecError` on every process when processes hold different `value`s"
+    key=None, # the part of `value` that must agree (a function; None: all of it)
+): # process 0's value
+    "Raise the same `QspecError` on every process when processes hold different `value`s; else process 0's `value`"
     vals = all_gather(value)
-    bad = [i for i, v in enumerate(vals) if v != vals[0]]
+    ks = [v if key is None else key(v) for v in vals]
+    bad = [i for i, k in enumerate(ks) if k != ks[0]]
     if bad: raise QspecError(f"process {bad[0]} computed a different {what} from process 0 ({len(bad)} of {len(vals)} processes differ); "
                              f"every process must train the same adapters{'; ' + hint if hint else ''}")
+    return vals[0]
+
 
 # %% ../nbs/00_core.ipynb #60fe3349
 @contextlib.contextmanager

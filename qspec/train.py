@@ -30,6 +30,7 @@ __all__ = ['check_launch', 'Run']
 # %% ../nbs/07_train.ipynb #c46b1168
 _REPLAN = ("the scan's ranking can differ between devices (nondeterministic kernels, ties); run the same config again: "
            "every process then reads the plan process 0 wrote")
+_ranks = lambda plan: {m: (v['rank'], v['alpha']) for m, v in plan.modules.items()}  # what the processes' plans must agree on
 
 def check_launch(
     world:int, # processes in the run
@@ -55,7 +56,7 @@ class Run:
         self.progress, self.metrics, self.callbacks, self.log = progress, {}, [], []
         self.out = Path(self.cfg.out).expanduser()
         self.work = self.out.with_name(f'{self.out.name}.work')
-        self.rank, self.world, self.device = init_distributed(pick_device(self.cfg.device))
+        self.rank, self.world, self.device = init_distributed(pick_device(self.cfg.device), self.cfg.ddp_timeout)
         self.dtype = compute_dtype(self.device) if self.cfg.compute_dtype == 'auto' else getattr(torch, self.cfg.compute_dtype)
         check_launch(self.world, self.cfg.device_map)
         if self.main:  # temporary folders of a run killed while saving
@@ -74,7 +75,7 @@ class Run:
 def prepare_data(self:Run)->Run: # the run, with `path`, `tok`, `train_ex`, `val_ex` and `question` set
     "Tokenizer, training and validation examples (prepared by the main process first); fails fast on bad data"
     c = self.cfg
-    self.path = resolve_model(c.model)  # the model's name resolved once: every load below reads this directory
+    with main_process_first(): self.path = resolve_model(c.model)  # converted (into a cold cache) once; the model's name resolved once: every load below reads this directory
     s2s = getattr(model_config(self.path), 'is_encoder_decoder', False)  # the model's files in the order they are read: config, tokenizer
     self.tok = load_tokenizer(self.path)
     if self.tok.pad_token is None: self.tok.pad_token = self.tok.eos_token
@@ -126,7 +127,7 @@ def build(self:Run)->Run: # the run, with `base`, `snr`, `plan`, `groups` and `m
         self._write('snr_before.json', self.snr.to_json); self._write('plan.json', self.plan.save)
     self.groups = self._groups() if c.group else None
     if self.groups: self.plan = self.groups.grouped_plan(self.plan)
-    check_same('plan', self.plan.modules, _REPLAN)
+    self.plan = check_same('plan', self.plan, _REPLAN, _ranks)  # process 0's plan, its SNRs to the last bit
     self.model = adapt(c, self.base, self.plan, self.groups)
     return self
 
@@ -170,7 +171,7 @@ def rescan(self:Run)->Run: # the run, with `snr_after` (and `plan_resized`) set
     self.metrics['resized_modules'] = 0
     if not c.resize: return self
     new = self._plan(self.snr_after)
-    check_same('re-scan plan', new.modules, 'set resize: false')
+    new = check_same('re-scan plan', new, 'set resize: false', _ranks)
     changed = [m for m in new.modules if new.modules[m]['rank'] != self.plan.modules[m]['rank']]
     self.metrics.update(resized_modules=len(changed), resize_error=0.0)
     self.plan_resized = new

@@ -165,6 +165,47 @@ sys.exit(main(['train', sys.argv[1]]))
     assert not (tmp_path/'differ').exists()
 
 
+def test_last_bits_do_not_abort(tmp_path, tiny):
+    "Plans that agree in modules and ranks but not in the last bit of an SNR (two GPUs' kernels) train, with process 0's plan everywhere"
+    script = tmp_path/'ulp.py'
+    script.write_text("""import math, sys
+import qspec.train as T
+orig = T.Run._plan
+def _plan(self, snr):
+    p = orig(self, snr)
+    if self.rank == 1:
+        for v in p.modules.values():
+            v['snr'] = math.nextafter(v['snr'], math.inf) if v['snr'] is not None else None
+            v['lr_scale'] = math.nextafter(v['lr_scale'], math.inf)
+    return p
+T.Run._plan = _plan
+from qspec.cli import main
+sys.exit(main(['train', sys.argv[1]]))
+""")
+    cfg = config(tmp_path/'u.yaml', **base(tiny, tmp_path/'ulp', steps=2, batch_size=2, eval_steps=2, save_steps=2))
+    r = torchrun(str(script), str(cfg), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sha = json.loads((tmp_path/'ulp'/'metrics.json').read_text())['adapter_sha256_per_process']
+    assert len(sha) == 2 and sha[0] == sha[1], sha
+
+
+def test_cold_cache_two_processes(tmp_path):
+    "Two processes started on an empty cache: one converts the embedded model, the other waits for it; both start cleanly"
+    script = tmp_path/'start.py'
+    script.write_text("""import sys
+from qspec.train import Run
+r = Run(dict(out=sys.argv[1], device='cpu', ddp_timeout=120), progress=False).prepare_data()
+print('ready', r.rank, r.path, len(r.train_ex))
+""")
+    env = dict(ENV, QSPEC_CACHE=str(tmp_path/'cache'))
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}', str(script),
+                        str(tmp_path/'run')], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(l.split()[1] for l in r.stdout.splitlines() if l.startswith('ready')) == ['0', '1'], r.stdout
+    assert r.stdout.count('Converting the embedded') == 1, r.stdout  # converted once, by process 0
+    assert not [p for p in (tmp_path/'cache').iterdir() if p.name.startswith('.')]  # no temporary or moved-aside folder left
+
+
 def test_files_have_the_umask_mode(tmp_path, tiny):
     "Every file and folder that `qspec train`, `merge` and `export` write has the mode a plain open or mkdir gives under the umask"
     def run(*args):
