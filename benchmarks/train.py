@@ -20,8 +20,9 @@ of the same sizes and ranks).
 
 Part 2, the savings: qspec's default against peft's QLoRA recipe as peft documents it, changing one thing at a
 time, each configuration in its own process for 6 steps of 4 × 256 tokens with gradient checkpointing (the
-setting both recipes ship with): median step time and peak training memory (RSS sampled every 5 ms during the
-steps, above the RSS once the model is ready; glibc's mmap threshold fixed so that freed tensors leave the RSS).
+setting both recipes ship with): median step time and peak training memory (`qspec.compare.train_memory`: the
+kernel's peak resident set, reset as the steps begin, or the RSS sampled every 5 ms where that reset is refused;
+above the RSS once the model is ready; glibc's mmap threshold fixed so that freed tensors leave the RSS).
   qlora        peft's recipe: `prepare_model_for_kbit_training` (inputs require gradients, so the backward pass
                runs down to the embeddings), r=16 on all linear layers, the model's own loss (full-vocabulary logits);
   +chunked     the same with qspec's chunked loss;
@@ -87,7 +88,7 @@ def child(kind: str, steps: int) -> dict:
             t0 = time.perf_counter()
             loss(b).backward(); opt.step(); opt.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - t0)
-    mem = train_memory(train)[1]  # RSS sampled every 5 ms, above the RSS before the first step
+    mem = train_memory(train)[1]  # the peak above the RSS before the first step
     return dict(kind=kind, step_s=statistics.median(times[1:]), train_mem_mib=mem,
                 trainable=sum(p.numel() for p in pm.parameters() if p.requires_grad))
 

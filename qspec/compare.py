@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from transformers import TrainerCallback
-from .core import QspecError, atomic_dir, peak_memory_mib, rss_mib, save_png
+from .core import QspecError, atomic_dir, memory_mib, peak_memory_mib, reset_peak_memory, rss_mib, save_png
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .estimate import plan_for
@@ -202,34 +202,34 @@ def arm_groups(
 
 # %% ../nbs/07a_compare.ipynb #52a59d7a
 class StepTimes(TrainerCallback):
-    "A `Trainer` callback keeping the seconds each optimizer step took, in `times`"
+    "A `Trainer` callback keeping the seconds each optimizer step took, in `times` (on CUDA, the GPU's time: synchronised at both ends)"
     def __init__(self): self.times, self._t = [], None
+
+def _sync(args)->None:
+    "Wait for the GPU to finish what was queued, when training on CUDA (kernels run asynchronously: the clock would read the launch)"
+    dev = getattr(args, 'device', None)
+    if dev is not None and torch.device(dev).type == 'cuda': torch.cuda.synchronize(dev)
+
 
 # %% ../nbs/07a_compare.ipynb #8ed4cb56
 @patch
 def on_step_begin(self:StepTimes,
-    args, # `Trainer`'s arguments (unused)
+    args, # `Trainer`'s arguments (their device)
     state, # its state (unused)
     control, # its control (unused)
     **kw):
     "Note when the step starts"
-    self._t = time.perf_counter()
+    _sync(args); self._t = time.perf_counter()
 
 # %% ../nbs/07a_compare.ipynb #6802322e
 @patch
 def on_step_end(self:StepTimes,
-    args, # `Trainer`'s arguments (unused)
+    args, # `Trainer`'s arguments (their device)
     state, # its state (unused)
     control, # its control (unused)
     **kw):
     "Keep the step's duration"
-    if self._t is not None: self.times.append(time.perf_counter() - self._t)
-
-# %% ../nbs/07a_compare.ipynb #6190fbe6
-def _reset_peak_rss()->bool: # whether the kernel's peak (VmHWM) now starts again from the resident set
-    "Reset this process's peak resident set size to what it is now (Linux ≥ 4.0), so `peak_memory_mib` measures from here"
-    try: Path('/proc/self/clear_refs').write_text('5'); return True
-    except OSError: return False
+    if self._t is not None: _sync(args); self.times.append(time.perf_counter() - self._t)
 
 # %% ../nbs/07a_compare.ipynb #cm0s0021
 def train_memory(
@@ -237,16 +237,17 @@ def train_memory(
     device:str='cpu', # where it runs
 )->tuple: # (what `fn` returned, MiB the training added at its peak)
     "Run `fn` and measure the memory it added at its peak"
-    if device.startswith('cuda'):
-        torch.cuda.synchronize(device); start = torch.cuda.memory_allocated(device); torch.cuda.reset_peak_memory_stats(device)
-        res = fn(); return res, (torch.cuda.max_memory_allocated(device) - start) / 2**20
-    exact, start, peak, stop = _reset_peak_rss(), rss_mib(), [0.0], threading.Event()
+    exact, start, peak, stop = reset_peak_memory(device), memory_mib(device), [0.0], threading.Event()
     def sample():  # only where the kernel's peak can't be reset
-        while not exact and not stop.is_set(): peak[0] = max(peak[0], rss_mib()); time.sleep(0.005)
-    th = threading.Thread(target=sample, daemon=True); th.start()
+        while not stop.is_set(): peak[0] = max(peak[0], rss_mib()); time.sleep(0.005)
+    th = None if exact else threading.Thread(target=sample, daemon=True)
+    if th: th.start()
     try: res = fn()
-    finally: stop.set(); th.join()
-    return res, max((peak_memory_mib() if exact else peak[0]) - start, 0.0)
+    finally:
+        stop.set()
+        if th: th.join()
+    return res, max((peak_memory_mib(device) if exact else peak[0]) - start, 0.0)
+
 
 # %% ../nbs/07a_compare.ipynb #ac1c7c15
 def _peft_arm(cfg:TrainConfig, base, arm:str, r:int, calibration:list):

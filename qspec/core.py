@@ -12,8 +12,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ALLOCATIONS', 'QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'find_adapter', 'check_device_name',
            'pick_device', 'compute_dtype', 'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale',
-           'check_allocation', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'rss_mib', 'init_distributed',
-           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png']
+           'check_allocation', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'rss_mib', 'memory_mib',
+           'reset_peak_memory', 'init_distributed', 'all_gather', 'check_same', 'main_process_first',
+           'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -224,22 +225,49 @@ def cache_dir()->Path: # the folder where qspec keeps converted checkpoints
     return Path(env).expanduser() if env else Path.home()/'.cache'/'qspec'
 
 # %% ../nbs/00_core.ipynb #410043ee
+def _paged_bytes()->int: # bytes of bitsandbytes' paged tensors (0 when it was never imported)
+    "What paged optimizers hold in CUDA managed memory, which torch's allocator does not count"
+    import sys
+    if 'bitsandbytes.functional' not in sys.modules: return 0
+    return sum(t.nbytes for t in sys.modules['bitsandbytes.functional'].GlobalPageManager.get_instance().paged_tensors)
+
 def peak_memory_mib(
-    device:str='cpu', # 'cpu', or a CUDA device for the allocator's peak there
+    device:str='cpu', # 'cpu', or 'cuda'/'cuda:N' for this process's GPUs
 )->float: # MiB
-    "Peak memory of this process: the GPU's allocator peak on CUDA, else the peak resident set size"
+    "Peak memory of this process: on CUDA the allocators' peak reserve over its GPUs plus paged state, else the peak resident set size"
     if device.startswith('cuda'):
         import torch  # only on CUDA, as in `pick_device`
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return (sum(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())) + _paged_bytes()) / 2**20
     try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
     except (OSError, StopIteration):
         import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 # %% ../nbs/00_core.ipynb #690e99b6
 def rss_mib()->float: # resident memory of this process now, MiB (NaN where /proc is missing)
     "The resident set size of this process now"
     try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
     except (OSError, StopIteration): return float('nan')
+
+def memory_mib(
+    device:str='cpu', # as for `peak_memory_mib`
+)->float: # MiB
+    "What this process holds now, as `peak_memory_mib` counts it at its peak"
+    if device.startswith('cuda'):
+        import torch
+        return (sum(torch.cuda.memory_reserved(i) for i in range(torch.cuda.device_count())) + _paged_bytes()) / 2**20
+    return rss_mib()
+
+def reset_peak_memory(
+    device:str='cpu', # as for `peak_memory_mib`
+)->bool: # whether `peak_memory_mib` now starts again from `memory_mib`
+    "Start the peak again from what the process holds now: the CUDA allocators' peaks, or the kernel's peak resident set (Linux ≥ 4.0)"
+    if device.startswith('cuda'):
+        import torch
+        for i in range(torch.cuda.device_count()): torch.cuda.synchronize(i); torch.cuda.reset_peak_memory_stats(i)
+        return True
+    try: Path('/proc/self/clear_refs').write_text('5'); return True
+    except OSError: return False
 
 # %% ../nbs/00_core.ipynb #6e000011
 def init_distributed(

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .stream import checkpoint_params, meta_model
 
 # %% auto #0
-__all__ = ['plan_for', 'shape_scan', 'nf4_layer_bytes', 'weight_bytes', 'Estimate', 'estimate']
+__all__ = ['plan_for', 'shape_scan', 'nf4_layer_bytes', 'weight_bytes', 'Estimate', 'adamw_state_bytes', 'estimate']
 
 # %% ../nbs/06d_estimate.ipynb #063c45d1
 def plan_for(
@@ -119,6 +119,16 @@ def _activations(
     block = tokens * (8 * h + 3 * ff) * size
     return tokens * h * size * layers + block if c.gradient_checkpointing else block * layers
 
+# %% ../nbs/06d_estimate.ipynb #es0o0002
+def adamw_state_bytes(
+    sizes:list[int], # elements of each trainable tensor
+    eight_bit:bool=False, # bitsandbytes' 8-bit state (else fp32)
+)->int: # bytes of AdamW's two moments
+    "AdamW's state: fp32 moments, or bitsandbytes' blockwise 8-bit ones (fp32 under 4,096 elements)"
+    if not eight_bit: return 8 * sum(sizes)
+    return sum(8 * n if n < 4096 else 2 * n + 8 * math.ceil(n / 256) for n in sizes)
+
+
 # %% ../nbs/06d_estimate.ipynb #cd83059a
 def _plan_of(
     c:TrainConfig, # the run's config
@@ -160,11 +170,12 @@ def estimate(
     size, w = torch.empty((), dtype=dt).element_size(), weight_bytes(config, dt)
     plan, plan_exact = _plan_of(c, config, scan, snr, params)
     n, vocab = plan.params, config.vocab_size
-    opt = 8 * n if not (c.optim == 'auto' and dev.startswith('cuda')) and '8bit' not in c.optim else 2 * n + 8 * math.ceil(n / 2048)
+    sizes = [v['rank'] * d for v in plan.adapted.values() for d in v['shape']]  # A (rank × in) and B (out × rank)
+    opt = adamw_state_bytes(sizes, (c.optim == 'auto' and dev.startswith('cuda')) or '8bit' in c.optim)
     loss = 3 * 4 * vocab * (256 if c.chunked_loss else c.batch_size * c.max_length)
     parts = {'NF4 weights': w['NF4 linear'], 'other weights': w['other'], 'adapters': 4 * n, 'gradients': 4 * n,
              'optimizer state': opt, 'activations': _activations(config, c, size), 'loss': loss}
-    exact = {k: k in ('NF4 weights', 'other weights') or (plan_exact and k in ('adapters', 'gradients', 'optimizer state') and opt == 8 * n) for k in parts}
+    exact = {k: k in ('NF4 weights', 'other weights') or (plan_exact and k in ('adapters', 'gradients', 'optimizer state')) for k in parts}
     big = max(math.prod(r['shape']) for r in shape_scan(config).rows)
     merge = max(12 * big, 6 * vocab * _hidden(config)) + 4 * n  # a linear layer rebuilt in fp32 (read, rebuilt, written), or
                                                                 # the embedding (read, rounded, written); and the adapter
