@@ -157,7 +157,7 @@ def fit(self:Run)->Run: # the run, with `log`, `tr` and the losses in `metrics`
                  self.progress and self.main, self.callbacks, resume=resume)
     self.tr = f['trainer']
     self.metrics.update(train_seconds=f['seconds'], train_loss=f['train_loss'], resumed_from=resume,
-                        tokens_per_second=f['tokens_per_second'], steps=c.steps, eval_loss_after=f['eval_loss'])
+                        tokens=f['tokens'], tokens_per_second=f['tokens_per_second'], steps=c.steps, eval_loss_after=f['eval_loss'])
     self.log = [dict(l) for l in self.tr.state.log_history]
     return self
 

@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import nested_gather
 from .quant import load_nf4
 from .ranks import LoraPlan, apply_plan, param_groups
 from .grouping import Groups, share_adapters
+from .core import all_gather
 from .config import TrainConfig, training_arguments
 from .loss import causal_loss, loss_chunk, uses_chunked_loss
 
@@ -140,13 +141,14 @@ def fit_plan(
     callbacks:tuple=(), # more `TrainerCallback`s
     steps:int|None=None, # optimizer steps (default: the config's)
     resume:str|None=None, # a checkpoint to resume from
-)->dict: # trainer, train_loss, eval_loss, seconds, tokens_per_second
+)->dict: # trainer, train_loss, eval_loss, seconds, tokens (every process's), tokens_per_second
     "Train `model` and evaluate it: the training path `Run` and `compare` share"
     tr = make_trainer(cfg, model, plan, tok, train_ex, val_ex, steps or cfg.steps, out, device, world, progress, callbacks)
     t0 = time.perf_counter(); res = tr.train(resume_from_checkpoint=resume); s = time.perf_counter() - t0
     last = [l for l in tr.state.log_history if 'eval_loss' in l and l.get('step') == tr.state.global_step]  # evaluated at the last step already?
+    n = sum(all_gather(tr.tokens))  # under DDP each process counts its own share
     return dict(trainer=tr, train_loss=res.training_loss, eval_loss=last[-1]['eval_loss'] if last else tr.evaluate()['eval_loss'],
-                seconds=s, tokens_per_second=tr.tokens / max(s, 1e-9))
+                seconds=s, tokens=n, tokens_per_second=n / max(s, 1e-9))
 
 # %% ../nbs/06e_trainer.ipynb #7a100038
 def plot_losses(

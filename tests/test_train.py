@@ -132,6 +132,7 @@ def test_two_processes(tmp_path, tiny):
     assert r.returncode == 0, r.stderr[-4000:]
     m1, m2 = (json.loads((tmp_path/d/'metrics.json').read_text()) for d in ('one', 'ddp'))
     assert (m1['world_size'], m2['world_size']) == (1, 2)
+    assert m1['tokens'] == m2['tokens'] > 0, (m1['tokens'], m2['tokens'])  # every process's tokens counted, not process 0's share
     sha = m2['adapter_sha256_per_process']
     assert len(sha) == 2 and sha[0] == sha[1], sha
     for key in ('loss', 'grad_norm'):
