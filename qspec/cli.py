@@ -529,12 +529,13 @@ def export(
     prompts:str|None=None, # held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)
     new_tokens:int=32, # greedy tokens per prompt
     base_gguf:str|None=None, # 'ollama': a GGUF of the base, for a Modelfile that applies the LoRA GGUF
+    device:str='auto', # where the parity checks run: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->dict: # what `qspec.export.export` returns
     "Write a run or adapter for a serving engine, check it as the engine reads it, and print the check"
     find_adapter(src)  # a wrong path is reported before torch is imported
     from qspec.data import load_texts
     from qspec.export import export as _export
-    info = _export(src, target, out, base, quant, check, load_texts(prompts) if prompts else None, new_tokens, base_gguf)
+    info = _export(src, target, out, base, quant, check, load_texts(prompts) if prompts else None, new_tokens, base_gguf, device=device)
     print('\n'.join([f"{target}: {', '.join(info['files'])} in {out}", f"exact for: {info['exact_for']}"] + _parity_lines(info['parity']) +
                     ([f"engines need a maximum LoRA rank of at least {info['max_lora_rank']}"] if 'max_lora_rank' in info else []) + [f"serve: {info['serve']}"]))
     return info
@@ -552,6 +553,7 @@ def _export_args(p):
     p.add_argument('--prompts', help="held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)")
     p.add_argument('--new-tokens', type=_positive, default=32, help='greedy tokens compared per prompt (default: 32)')
     p.add_argument('--base-gguf', help='ollama: a GGUF of the base, for a second Modelfile that applies the adapter to it')
+    p.add_argument('--device', default='auto', type=_device, help="where the parity checks run: auto (default), cpu, cuda or cuda:N")
     return export
 
 # %% ../nbs/09_cli.ipynb #f0b228e4

@@ -10,7 +10,7 @@ import json, math, re, shutil, tempfile
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from .core import QspecError, atomic_dir, atomic_file, find_adapter
+from .core import QspecError, atomic_dir, atomic_file, find_adapter, pick_device
 from .models import resolve_model, load_model, load_tokenizer
 from .stream import merge_checkpoint, checkpoint_params
 from .ranks import LoraPlan
@@ -87,11 +87,12 @@ def gguf_parity(
     prompts:list[list[int]], # token ids of the held-out prompts
     work:Path, # scratch space (the f32 base GGUF goes here)
     new_tokens:int=32, # greedy tokens per prompt
+    device:str='cpu', # where the transformers references run (llama.cpp runs on its own build's devices)
 )->dict: # check name -> `parity`
     "Each GGUF, run in llama.cpp, against the transformers model it came from"
-    ref = served_logits(load_model(merged, torch.float32), prompts, new_tokens)
+    ref = served_logits(load_model(merged, torch.float32, device), prompts, new_tokens)
     out = {name: parity(ref, gguf_served(f, prompts, new_tokens)) for name, f in files.items()}
-    m = load_model(base, torch.float32)
+    m = load_model(base, torch.float32, device)
     ref = served_logits(engine_model(m, adapter), prompts, new_tokens)
     out['lora-gguf on f32 base'] = parity(ref, gguf_served(to_gguf(base, work/'base-f32.gguf', 'f32'), prompts, new_tokens, lora=lora))
     return out
@@ -183,9 +184,10 @@ def export(
     new_tokens:int=32, # greedy tokens per prompt
     base_gguf:str|None=None, # 'ollama': a GGUF of the base, for a Modelfile with the adapter on top
     check_max_params:float=3e9, # 'auto' checks bases up to this many parameters
+    device:str='auto', # where the parity checks' transformers models run: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->dict: # what was written: target, files, parity (also in out/parity.json), the serving command
     "Write a run or adapter for `target`, check it as the target reads it, and record the check in parity.json"
-    adapter = find_adapter(src)
+    adapter, device = find_adapter(src), pick_device(device)
     check_export(target, out, [adapter] + ([adapter.parent] if adapter.name == 'adapter' else []), quant)
     base = export_base(adapter, base)
     checking = check == 'yes' or (check == 'auto' and checkpoint_params(base) <= check_max_params)
@@ -194,11 +196,11 @@ def export(
         pp = (prompts if prompts and not isinstance(prompts[0], str) else _prompt_ids(base, prompts)) if checking else None
         if target == 'peft': shutil.copytree(adapter, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile); _whole_alpha_json(tmp/'adapter_config.json')
         if target in PORTABLE: info.update(write_portable(adapter, tmp, target, base))
-        if target in ENGINES_OF and checking: info['parity'] = adapter_parity(base, adapter, tmp, ENGINES_OF[target], pp, new_tokens)
+        if target in ENGINES_OF and checking: info['parity'] = adapter_parity(base, adapter, tmp, ENGINES_OF[target], pp, new_tokens, device)
         if target in ('gguf', 'ollama'):
             merged, files, lora = _write_gguf(adapter, base, tmp, Path(w), quant)
             if target == 'ollama': _write_ollama(tmp, base, quant, base_gguf)
-            if checking: info['parity'] = gguf_parity(merged, files, base, adapter, lora, pp, Path(w), new_tokens)
+            if checking: info['parity'] = gguf_parity(merged, files, base, adapter, lora, pp, Path(w), new_tokens, device)
         if not checking: info['parity'] = f"not checked (check={check!r}; the base has more than {check_max_params:.0e} parameters)"
         info.update(files=sorted([p.name for p in tmp.iterdir()] + ['parity.json']), serve=_serve_hint(target, base, out, info.get('max_lora_rank'), quant))
         (tmp/'parity.json').write_text(json.dumps(info, indent=1))

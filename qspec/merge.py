@@ -157,6 +157,7 @@ def check_merged(
         if p.is_floating_point() and not isinstance(p, bnb.nn.Params4bit): p.data = p.data.float()
     la = logits_of(PeftModel.from_pretrained(n4, str(adapter)).eval(), input_ids)
     del n4; gc.collect()  # one model at a time
+    if torch.device(device).type == 'cuda': torch.cuda.empty_cache()
     cfg = AutoConfig.from_pretrained(merged)
     lb = logits_of(model_class(cfg).from_pretrained(merged, dtype=torch.float32, device_map={'': device}).eval(), input_ids)
     return dict(compare_logits(la, lb), stored_dtype=str(getattr(cfg, 'dtype', '')).replace('torch.', ''))

@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #530665b0
 from __future__ import annotations
-import contextlib, json, math, os, shutil, time
+import contextlib, gc, json, math, os, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 import torch, torch.nn as nn
@@ -231,11 +231,25 @@ def save(self:Run)->Path: # the run directory
     if c.merge: self.merge()
     return self.out
 
+# %% ../nbs/07_train.ipynb #7a10r001
+@patch
+def _release(self:Run)->None:
+    "Free what only training needed — the trainer, its optimizer state and schedule, the gradients — keeping the model"
+    tr, self.tr = getattr(self, 'tr', None), None
+    if tr is not None:
+        tr.accelerator.free_memory()  # accelerate's own references to the optimizer, schedule and model
+        tr.optimizer = tr.lr_scheduler = tr.callback_handler.optimizer = tr.callback_handler.lr_scheduler = None
+    for q in self.model.parameters(): q.grad = None
+    gc.collect()
+    if self.device.startswith('cuda'): torch.cuda.empty_cache()
+
+
 # %% ../nbs/07_train.ipynb #229d9fe1
 @patch
 def merge(self:Run)->Run: # the run, with `merge_check` in its metrics (up to `merge_check_max_params`)
     "Merge the saved adapter into `merged/`, shard by shard; check it against the adapter model"
     c = self.cfg
+    self._release()
     merge_run(self.path, self.out, c.merge_dtype, self.device, self.progress and self.main)
     if checkpoint_params(self.path) <= c.merge_check_max_params:
         ids = [e['input_ids'] for e in self.val_ex[:4] if len(e['input_ids']) == len(self.val_ex[0]['input_ids'])]
