@@ -411,7 +411,7 @@ def verdict_words(
 
 # %% ../nbs/07a_compare.ipynb #cm0s0001
 _NOT_IN_KEY = {'out', 'lr', 'seed', 'resume', 'eval_steps', 'save_steps', 'logging_steps', 'merge', 'merge_dtype',
-               'merge_check_max_params', 'question', 'allocation'}  # the arm sets lr, seed and allocation; the rest change no result
+               'merge_check_max_params', 'question', 'allocation', 'ddp_timeout'}  # the arm sets lr, seed and allocation; the rest change no result
 
 def run_key(
     cfg:dict, # the config's keys
