@@ -205,6 +205,8 @@ class StepTimes(TrainerCallback):
     "A `Trainer` callback keeping the seconds each optimizer step took, in `times` (on CUDA, the GPU's time: synchronised at both ends)"
     def __init__(self): self.times, self._t = [], None
 
+
+# %% ../nbs/07a_compare.ipynb #cm0y0002
 def _sync(args)->None:
     "Wait for the GPU to finish what was queued, when training on CUDA (kernels run asynchronously: the clock would read the launch)"
     dev = getattr(args, 'device', None)

@@ -213,10 +213,11 @@ def check_allocation(
 
 # %% ../nbs/00_core.ipynb #a1c0de14
 def quiet_bitsandbytes():
-    "Silence bitsandbytes' warning about optional CPU kernels (set before bitsandbytes is imported)"
-    logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
+    "Silence bitsandbytes' warnings about optional CPU kernels, and the `kernels` package's while it looks for one (set before bitsandbytes is imported)"
+    for name in ('bitsandbytes.backends.cpu.ops', 'kernels'): logging.getLogger(name).setLevel(logging.ERROR)
 
 quiet_bitsandbytes()
+
 
 # %% ../nbs/00_core.ipynb #f8446824
 def cache_dir()->Path: # the folder where qspec keeps converted checkpoints
@@ -231,6 +232,8 @@ def _paged_bytes()->int: # bytes of bitsandbytes' paged tensors (0 when it was n
     if 'bitsandbytes.functional' not in sys.modules: return 0
     return sum(t.nbytes for t in sys.modules['bitsandbytes.functional'].GlobalPageManager.get_instance().paged_tensors)
 
+
+# %% ../nbs/00_core.ipynb #6d0p0002
 def peak_memory_mib(
     device:str='cpu', # 'cpu', or 'cuda'/'cuda:N' for this process's GPUs
 )->float: # MiB
@@ -249,6 +252,8 @@ def rss_mib()->float: # resident memory of this process now, MiB (NaN where /pro
     try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
     except (OSError, StopIteration): return float('nan')
 
+
+# %% ../nbs/00_core.ipynb #6d0p0003
 def memory_mib(
     device:str='cpu', # as for `peak_memory_mib`
 )->float: # MiB
@@ -258,6 +263,8 @@ def memory_mib(
         return (sum(torch.cuda.memory_reserved(i) for i in range(torch.cuda.device_count())) + _paged_bytes()) / 2**20
     return rss_mib()
 
+
+# %% ../nbs/00_core.ipynb #6d0p0005
 def reset_peak_memory(
     device:str='cpu', # as for `peak_memory_mib`
 )->bool: # whether `peak_memory_mib` now starts again from `memory_mib`

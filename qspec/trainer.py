@@ -36,7 +36,7 @@ class QspecTrainer(Trainer):
         self.head = hf.get_output_embeddings() if chunked and uses_chunked_loss(hf) else None
 
     @property
-    def tokens(self)->int:
+    def tokens(self)->int: # attention-mask tokens of every training micro-batch of this process
         "Tokens trained on so far (a device sync: read it when training is over)"
         return int(self._tokens)
 
