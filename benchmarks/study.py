@@ -12,9 +12,10 @@ Budgets: the parameters of one LoRA rank on every linear module times 1, 4, 16 a
 1M). Arms (`qspec.compare.ARMS`): snr (the default), uniform, types (type budgets, then SNR within each type),
 compress (uniform at 4x the budget, then cut to it by SVD) at every budget; snr-inverse and random at two; peft's
 QLoRA recipe (r=16 everywhere, its own size) as a reference point. Each arm's learning rate is the best of
-1e-3, 3e-3 and 1e-2 on seed 0 at the default budget, and again at the smallest budget for snr and uniform (to check
-that the best rate carries across budgets under rsLoRA). The others use their default-budget best. Then 5 seeds at
-the default budget, 3 elsewhere.
+1e-3, 3e-3 and 1e-2 on seed 0 at the default budget, and again at the smallest and the largest budget for snr and
+uniform (to check that the best rate carries across budgets under rsLoRA rather than assume it). An arm run without
+a grid at a budget takes the rate the grids found there when they agree (snr's when not), else its own best at the
+default budget. Then 5 seeds at the default budget, 3 elsewhere.
 
 Every finished run is stored as it ends (runs.jsonl: config hash, arm, lr, seed -> result); running the study again
 continues where it stopped and never repeats a finished run. Kill it at any time: at most the run in progress is lost.
@@ -46,11 +47,23 @@ def plan(model: str) -> list:
             (64, ['uniform'], None, 3), (1, ['uniform'], None, 3),  # does capacity bind? (at the default budget's rate)
             (DEFAULT, ['snr'], LRS, 5), (1, ['uniform'], LRS, 3),  # the default; does the best rate carry to the smallest budget?
             (DEFAULT, ['compress'], LRS, 5), (1, ['snr'], LRS, 3),
-            (16, ['uniform', 'snr'], None, 3), (64, ['snr'], None, 3),  # the four budgets for the two main arms
+            (16, ['uniform', 'snr'], None, 3),  # the four budgets for the two main arms
+            (64, ['uniform', 'snr'], LRS, 3),  # ... the largest at its own best rate: rsLoRA's update grows with the rank
             (DEFAULT, ['types'], LRS, 5),
             (1, ['compress', 'types'], None, 3), (16, ['compress', 'types'], None, 3), (64, ['compress', 'types'], None, 3),
             (DEFAULT, list(PAIRED), LRS, 5), (1, list(PAIRED), None, 3),
             ('qlora', ['qlora'], LRS, 3)]
+
+
+def best_rate(out: Path, rank, arm: str) -> float:
+    "The rate of an arm run without a grid at budget `rank`: the best of the arms that had one there, else its own at the default"
+    from qspec.compare import load_comparison
+    d = out/f'budget-{rank}'
+    here = load_comparison(d).arms if (d/'compare.json').exists() else {}
+    found = sorted({v['best_lr'] for v in here.values() if v.get('grid')} - {None})
+    if len(found) == 1: return found[0]  # the arms with a grid at this budget agree
+    if 'snr' in here and here['snr'].get('grid'): return here['snr']['best_lr']
+    return load_comparison(out/f'budget-{DEFAULT}').arms[arm]['best_lr']
 
 
 def config(model: str, rank, base: dict) -> dict:
@@ -61,17 +74,14 @@ def config(model: str, rank, base: dict) -> dict:
 
 def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progress=True):
     "Run (or continue) the study; one comparison per budget into out/budget-<rank>/, every run into out/runs.jsonl"
-    from qspec.compare import compare, load_comparison
+    from qspec.compare import compare
     out.mkdir(parents=True, exist_ok=True)
     store = out/'runs.jsonl'
     for rank, arms, lrs, seeds in (steps or plan(model)):
-        best = {}
-        if lrs is None:  # the arm's best rate at the default budget
-            d = load_comparison(out/f'budget-{DEFAULT}')
-            best = {a: [d.arms[a]['best_lr']] for a in arms}
         for a in arms:  # one arm at a time: each is in the report as soon as it is done
             t0 = time.perf_counter()
-            c = compare(config(model, rank, base), [a], seeds, best.get(a) or lrs, out=None, progress=False, store=store)
+            rates = lrs or [best_rate(out, rank, a)]  # decided as the arm starts: an earlier arm's grid may have just ended
+            c = compare(config(model, rank, base), [a], seeds, rates, out=None, progress=False, store=store)
             _merge(out/f'budget-{rank}', c)
             if progress: print(f"budget {rank}: {a} done in {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -25,16 +25,34 @@ def _losses(c, arm, seeds):
     return [by[s] for s in seeds]
 
 
-def capacity(bs: dict, arm='uniform') -> dict | None:
-    "The arm's eval loss at the smallest budget against the largest, paired over the seeds both have"
+def capacity(bs: dict, arm='uniform') -> list:
+    "The arm's eval loss at each larger budget against the smallest, paired over the seeds both have (the largest last)"
     from qspec.compare import paired, verdict
     have = sorted((int(k) for k, c in bs.items() if k.isdigit() and arm in c.arms))
-    if len(have) < 2: return None
-    lo, hi = bs[str(have[0])], bs[str(have[-1])]
-    seeds = sorted({r['seed'] for r in lo.arms[arm]['runs']} & {r['seed'] for r in hi.arms[arm]['runs']})
-    if len(seeds) < 2: return None
-    p = paired(_losses(hi, arm, seeds), _losses(lo, arm, seeds))
-    return dict(arm=arm, small=have[0], large=have[-1], seeds=seeds, **p, **verdict(p, hi.margin()))
+    rows = []
+    for big in have[1:]:
+        lo, hi = bs[str(have[0])], bs[str(big)]
+        seeds = sorted({r['seed'] for r in lo.arms[arm]['runs']} & {r['seed'] for r in hi.arms[arm]['runs']})
+        if len(seeds) < 2: continue
+        p = paired(_losses(hi, arm, seeds), _losses(lo, arm, seeds))
+        rows.append(dict(arm=arm, small=have[0], large=big, lr_small=lo.arms[arm]['best_lr'], lr_large=hi.arms[arm]['best_lr'],
+                         seeds=seeds, **p, **verdict(p, hi.margin())))
+    return rows
+
+
+def capacity_words(cap: list) -> list:
+    "One line per larger budget, and whether capacity binds between the smallest and the largest"
+    if not cap: return []
+    md = [f"**Capacity** ({cap[0]['arm']}, eval loss at each budget minus at rank {cap[0]['small']}, paired over the seeds both have):", '']
+    for c in cap:
+        md.append(f"- rank {c['large']} (lr {c['lr_large']:g}) − rank {c['small']} (lr {c['lr_small']:g}): {c['diff']:+.4f} ± {c['half']:.4f} "
+                  f"over seeds {c['seeds']}: " + (('resolved, lower' if c['diff'] < 0 else 'resolved, higher') if c['resolved']
+                                                    else f"not resolved (detectable {c['mde']:.4f})"))
+    last = cap[-1]
+    md += ['', 'Between the smallest and the largest budget capacity '
+           + ('binds: the larger adapter ends lower, resolved.' if last['resolved'] and last['diff'] < 0 else
+              'does not bind in this training: the largest adapter is not resolved lower than the smallest.'), '']
+    return md
 
 
 def lr_carry(bs: dict) -> list:
@@ -86,11 +104,7 @@ def report(out: Path) -> str:
     if not bs: return 'no runs yet'
     cap, carry, cst = capacity(bs), lr_carry(bs), cost(out)
     md = [f"**The study so far: {cst['runs']} runs stored, {cst['seconds'] / 3600:.1f} hours of training and evaluation.**", '']
-    if cap:
-        md.append(f"**Capacity**: {cap['arm']} at {cap['large']}× the smallest budget's rank against {cap['small']}×: eval loss "
-                  f"{cap['diff']:+.4f} ± {cap['half']:.4f} (paired over seeds {cap['seeds']}); "
-                  + ('resolved: capacity binds.' if cap['resolved'] else f"not resolved (detectable {cap['mde']:.4f}): capacity does not bind at this length."))
-        md.append('')
+    md += capacity_words(cap)
     for a in carry:
         md.append(f"**Best learning rate of {a['arm']}** by budget: " + ', '.join(f"rank {k}: {v:g}" for k, v in sorted(a['best'].items())))
     md.append('')
