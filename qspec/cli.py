@@ -6,16 +6,19 @@ Docs: https://qspec-dev.github.io/qspec/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #b5b2a6f0
 from __future__ import annotations
-import sys, json, argparse
+import sys, json, argparse, inspect, math, types
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Callable, Union, get_args, get_origin
+from fastcore.docments import docments
 from . import __version__
-from .core import ALLOCATIONS, QspecError, atomic_file, check_allocation, check_device_name, find_adapter, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
+from .core import ALLOCATIONS, MERGE_DTYPES, QspecError, atomic_file, check_allocation, check_device_name, find_adapter, check_lr_scale, check_percent, check_rank_range, check_tiers, save_png
 # The library modules are imported inside each command, not here: they import torch and transformers (≈10 s on
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['COMPARE_ARMS', 'PLAN_FORMATS', 'EXPORT_TARGETS', 'command', 'main', 'demo', 'train', 'compare', 'memory', 'convert',
-           'scan', 'allocate', 'group', 'merge', 'export', 'estimate']
+__all__ = ['Device', 'COMPARE_ARMS', 'PLAN_FORMATS', 'EXPORT_TARGETS', 'Arg', 'command', 'main', 'demo', 'train', 'compare',
+           'memory', 'convert', 'scan', 'allocate', 'group', 'merge', 'export', 'estimate']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -44,31 +47,106 @@ _percent = _checked(float, lambda v: 0 < v <= 100, 'a percentage in (0, 100]')
 _cosine = _checked(float, lambda v: -1 <= v <= 1, 'a cosine similarity in [-1, 1]')
 _device = _checked(check_device_name, lambda v: True, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 _png = _checked(str, lambda v: v.lower().endswith('.png'), 'a .png file name')
+_number = _checked(float, math.isfinite, 'a number')
+_positive_number = _checked(float, lambda v: v > 0 and math.isfinite(v), 'a positive number')
 
 # %% ../nbs/09_cli.ipynb #e004ee5c
 def _list(
     conv, # converts one element, e.g. `int`
     what:str, # what was expected, for the message
+    choices:tuple|None=None, # the allowed elements, if any
 ):
     "An argparse type for comma-separated lists"
     def f(s):
-        try: return [conv(x) for x in s.split(',') if x.strip()]
-        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
+        try: v = [conv(x.strip()) for x in s.split(',') if x.strip()]
+        except (ValueError, argparse.ArgumentTypeError): raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
+        bad = [x for x in v if choices is not None and x not in choices]
+        if bad: raise argparse.ArgumentTypeError(f"unknown {what[:-1] if what.endswith('s') else what} {bad[0]!r}: use {', '.join(choices)}")
+        return v
     return f
-_ints, _floats = _list(int, 'integers'), _list(float, 'numbers')
 
 # %% ../nbs/09_cli.ipynb #6c000008
+@dataclass(frozen=True)
+class Arg:
+    "How one parameter of a command is spelled on the command line, where its signature doesn't say"
+    type:Callable|None=None # converts and checks the string (default: from the annotation)
+    choices:tuple|None=None # the allowed values (of each element, for a list)
+    flag:str|None=None # the option's name when not `--param-name`, e.g. '--json', or '--no-rslora' for a bool that defaults to True
+    positional:bool=False # positional even with a default (then it may be left out)
+    option:bool=False # an option even without a default (then it is required)
+    nargs:str|None=None # e.g. '+' for space-separated values (lists are otherwise comma-separated)
+    group:str|None=None # name of a required group of options of which exactly one is given
+
+Device = Annotated[str, Arg(_device)]  # every command's --device
+
 _COMMANDS = {}
 
 def command(
     name:str, # the subcommand
     help:str, # its line in `qspec --help`
 ):
-    "Register a function that adds a subcommand's arguments to its parser and returns the command"
-    def deco(add):
-        _COMMANDS[name] = (help, add)
-        return add
+    "Register a function as the subcommand `name`: its signature and docments become its arguments"
+    def deco(f):
+        _COMMANDS[name] = (help, f)
+        return f
     return deco
+
+# %% ../nbs/09_cli.ipynb #cl1a0002
+def _unwrap(
+    t, # an annotation
+)->tuple: # (the type without `None`, its `Arg`)
+    "Split `Annotated[T, Arg(...)]` and drop `None` from `T | None`"
+    arg = Arg()
+    if get_origin(t) is Annotated: t, arg = get_args(t)[0], next((a for a in get_args(t)[1:] if isinstance(a, Arg)), arg)
+    if get_origin(t) in (Union, types.UnionType): t = next(a for a in get_args(t) if a is not type(None))
+    return t, arg
+
+# %% ../nbs/09_cli.ipynb #cl1a0004
+_CONV = {int: (_positive, 'positive integers'), float: (_number, 'numbers'), str: (str, 'values')}
+
+def _spell(
+    name:str, # the parameter
+    p:inspect.Parameter, # its signature entry
+    ann, # its annotation, evaluated
+    doc:str, # its docment
+)->tuple: # (flags, `add_argument` keywords, group name or None)
+    "How `argparse` spells one parameter of a command"
+    t, arg = _unwrap(ann)
+    default, required = (None, True) if p.default is p.empty else (p.default, False)
+    kw, help = dict(dest=name), doc.replace('%', '%%')
+    flag = arg.flag or '--' + name.replace('_', '-')
+    if t is bool: return [flag], dict(kw, action='store_false' if default else 'store_true', help=help + (' (on by default; this turns it off)' if default else '')), arg.group
+    if get_origin(t) is list or t is list:
+        conv, what = _CONV[(get_args(t) or (str,))[0]]
+        kw['type'] = arg.type or (conv if arg.nargs else _list(conv, name if arg.choices else what, arg.choices))  # 'unknown arm ...'
+        if arg.nargs: kw['nargs'] = arg.nargs
+        if arg.choices: help += f" ({', '.join(arg.choices)})"
+        shown = ','.join(map(str, default)) if default else None
+    else:
+        kw.update(type=arg.type or _CONV.get(t, (str,))[0], choices=arg.choices)
+        shown = default
+    if shown is not None: help += f" (default: {shown})"
+    kw.update(help=help, default=default)
+    if arg.positional or (required and not arg.option):
+        del kw['dest']  # a positional's name is its dest
+        return [name], dict(kw, nargs='?') if arg.positional else kw, None
+    if not kw.get('choices'): kw['metavar'] = flag.lstrip('-').replace('-', '_').upper()  # with choices argparse lists them
+    return [flag], dict(kw, required=required and not arg.group), arg.group
+
+# %% ../nbs/09_cli.ipynb #cl1a0006
+def _add_args(
+    p:argparse.ArgumentParser, # a subcommand's parser
+    f:Callable, # the command
+):
+    "Add the arguments of `f`'s signature to `p`, each with its docment as help"
+    docs, groups = docments(f), {}
+    for name, prm in inspect.signature(f).parameters.items():
+        ann = f.__annotations__.get(name, str)
+        flags, kw, g = _spell(name, prm, eval(ann, f.__globals__) if isinstance(ann, str) else ann, docs.get(name) or '')
+        kw = {k: v for k, v in kw.items() if v is not None or k == 'default'}
+        if g and g not in groups: groups[g] = p.add_mutually_exclusive_group(required=True)
+        (groups[g] if g else p).add_argument(*flags, **kw)
+    return p
 
 # %% ../nbs/09_cli.ipynb #6c000009
 def _parser()->tuple[argparse.ArgumentParser, dict]: # (the parser, subcommand -> function)
@@ -77,7 +155,8 @@ def _parser()->tuple[argparse.ArgumentParser, dict]: # (the parser, subcommand -
                 'ranks chosen by the signal-to-noise ratio of each layer.')
     p.add_argument('--version', action='version', version=f'qspec {__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
-    return p, {name: add(sub.add_parser(name, help=help, description=help)) for name, (help, add) in _COMMANDS.items()}
+    for name, (help, f) in _COMMANDS.items(): _add_args(sub.add_parser(name, help=help, description=help), f)
+    return p, {name: f for name, (_, f) in _COMMANDS.items()}
 
 # %% ../nbs/09_cli.ipynb #3e1bd8d5
 def main(
@@ -113,12 +192,13 @@ def _summary(
     return '\n'.join(lines + [f"run directory: {out}"])
 
 # %% ../nbs/09_cli.ipynb #6c000011
+@command('demo', 'the whole method on the embedded model and data, with a summary')
 def demo(
     out:str='runs/demo', # run directory to write
     steps:int=40, # optimizer steps
     max_length:int=256, # tokens per example
-    device:str='auto', # 'auto', 'cpu' or 'cuda'
-    model:str='smollm2', # model: alias, checkpoint directory or hub id
+    device:Device='auto', # where to train: 'auto', 'cpu', 'cuda' or 'cuda:N'
+    model:str='smollm2', # alias, checkpoint directory or hub id
 )->dict: # the run's metrics
     "The whole method on the embedded model and data; print a summary"
     from qspec.models import resolve_model
@@ -131,20 +211,10 @@ def demo(
     if r.main: print(_summary(m, r.out), flush=True)
     return m
 
-# %% ../nbs/09_cli.ipynb #6c000012
-@command('demo', 'the whole method on the embedded model and data, with a summary')
-def _demo_args(p):
-    "Arguments of `qspec demo`"
-    p.add_argument('--out', default='runs/demo', help='run directory to write (default: runs/demo)')
-    p.add_argument('--steps', type=_positive, default=40, help='optimizer steps (default: 40)')
-    p.add_argument('--max-length', type=_positive, default=256, help='tokens per example (default: 256)')
-    p.add_argument('--device', type=_device, default='auto', help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument('--model', default='smollm2', help="alias, checkpoint directory or hub id (default: smollm2)")
-    return demo
-
 # %% ../nbs/09_cli.ipynb #e4fc26b2
+@command('train', 'train as a YAML config describes (qspec train --example prints one)')
 def train(
-    config:str|None=None, # YAML file of `TrainConfig` keys
+    config:Annotated[str|None, Arg(positional=True)]=None, # YAML file of `TrainConfig` keys
     example:bool=False, # print a commented config with every default, and stop
 )->dict|None: # the run's metrics
     "Run the method as a YAML file describes it; print a summary"
@@ -160,23 +230,23 @@ def train(
     if r.main: print(_summary(m, r.out), flush=True)
     return m
 
-# %% ../nbs/09_cli.ipynb #6c000013
-@command('train', 'train as a YAML config describes (qspec train --example prints one)')
-def _train_args(p):
-    "Arguments of `qspec train`"
-    p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys')
-    p.add_argument('--example', action='store_true', help='print a commented config with every default')
-    return train
+# %% ../nbs/09_cli.ipynb #a28ecfe4
+_margin = _checked(float, lambda v: v > 0, 'a positive eval-loss margin')
+
+COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'activation',
+                'share-a', 'random-share-a', 'share-b', 'random-share-b', 'types', 'compress', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
+
 
 # %% ../nbs/09_cli.ipynb #a5f05d55
+@command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over several seeds, with confidence intervals")
 def compare(
-    config:str|None=None, # YAML file of `TrainConfig` keys (default: every default: the embedded model and data)
-    arms:list|None=None, # arms to run (default: all)
+    config:Annotated[str|None, Arg(positional=True)]=None, # YAML file of `TrainConfig` keys (default: the defaults, on the embedded model and data)
+    arms:Annotated[list[str]|None, Arg(choices=COMPARE_ARMS)]=None, # arms to run, comma-separated (default: all)
     seeds:int=5, # seeds per arm at its best learning rate
-    lrs:list|None=None, # base learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)
+    lrs:list[float]|None=None, # base learning rates tried on seed 0, comma-separated (default: the config's lr/3, lr, 3·lr)
     out:str='runs/compare', # folder for compare.json, compare.md, compare.png and the store of finished runs
-    quick:bool=False, # check the harness: two steps of 2 × 64 tokens, 4 eval examples, one rate, two seeds
-    delta:float|None=None, # equivalence margin in eval loss (default: 2 % of the loss the best arm's training removed)
+    quick:bool=False, # check the harness in minutes: two steps of 2 × 64 tokens, 4 eval examples, one rate, two seeds
+    delta:Annotated[float|None, Arg(_margin)]=None, # equivalence margin in eval loss (default: 2 % of the loss the best arm's training removed)
 )->'Comparison': # the results
     "Train qspec's choices and the alternatives at one budget; print the table and the verdicts"
     from dataclasses import replace
@@ -189,30 +259,13 @@ def compare(
     print(c._repr_markdown_(), f"\nwritten: {Path(out)/'compare.md'}, compare.json, compare.png", sep='\n', flush=True)
     return c
 
-# %% ../nbs/09_cli.ipynb #a28ecfe4
-_margin = _checked(float, lambda v: v > 0, 'a positive eval-loss margin')
-
-COMPARE_ARMS = ('snr', 'snr-inverse', 'snr-flat-lr', 'random', 'uniform', 'spectrum', 'similar', 'random-pairs', 'activation',
-                'share-a', 'random-share-a', 'share-b', 'random-share-b', 'types', 'compress', 'resize', 'qlora', 'eva')  # `qspec.compare.ARMS`, named without importing torch
-
-@command('compare', "qspec's choices against simple alternatives at one budget: each at its best learning rate, over several seeds, with confidence intervals")
-def _compare_args(p):
-    "Arguments of `qspec compare`"
-    p.add_argument('config', nargs='?', help='YAML file of TrainConfig keys (default: the defaults, on the embedded model and data)')
-    p.add_argument('--arms', type=_list(str, 'arm names'), help='comma-separated arms (default: all): ' + ', '.join(COMPARE_ARMS))
-    p.add_argument('--seeds', type=_positive, default=5, help='seeds per arm at its best learning rate (default: 5)')
-    p.add_argument('--lrs', type=_floats, help="comma-separated learning rates tried on seed 0 (default: the config's lr/3, lr, 3·lr)")
-    p.add_argument('--out', default='runs/compare', help='folder for compare.json, compare.md, compare.png (default: runs/compare)')
-    p.add_argument('--delta', type=_margin, help='equivalence margin in eval loss (default: 2 %% of the loss the best arm removed)')
-    p.add_argument('--quick', action='store_true', help='check the harness in minutes: 2 steps per run, 2 seeds, one rate')
-    return compare
-
 # %% ../nbs/09_cli.ipynb #2e11837f
+@command('memory', 'print the NF4 memory report of a model')
 def memory(
     model:str, # model to load: alias, checkpoint directory or hub id
-    device:str='auto', # 'auto', 'cpu' or 'cuda'
-    chart:str|None=None, # write the bar chart to this PNG file
-    json_out:str|None=None, # write the report as JSON to this file
+    device:Device='auto', # where to load it: 'auto', 'cpu', 'cuda' or 'cuda:N'
+    chart:Annotated[str|None, Arg(_png)]=None, # write the bar chart to this PNG file
+    json_out:Annotated[str|None, Arg(flag='--json')]=None, # write the report as JSON to this file
 )->'MemoryReport': # the report
     "Print the NF4 memory report of `model`; optionally save its chart and JSON"
     from qspec.quant import load_nf4, memory_report
@@ -225,17 +278,8 @@ def memory(
         with atomic_file(json_out) as t: t.write_text(json.dumps(d, indent=1))
     return rep
 
-# %% ../nbs/09_cli.ipynb #6c000014
-@command('memory', 'print the NF4 memory report of a model')
-def _memory_args(p):
-    "Arguments of `qspec memory`"
-    p.add_argument('model', help="alias, checkpoint directory or hub id")
-    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    p.add_argument('--chart', type=_png, help='write the bar chart to this PNG file')
-    p.add_argument('--json', dest='json_out', help='write the report as JSON to this file')
-    return memory
-
 # %% ../nbs/09_cli.ipynb #217c0e67
+@command('convert', 'convert the embedded model into the cache and print its path')
 def convert(
     force:bool=False, # convert again even when cached
 )->Path: # the converted checkpoint's directory
@@ -245,23 +289,17 @@ def convert(
     print(p)
     return p
 
-# %% ../nbs/09_cli.ipynb #6c000016
-@command('convert', 'convert the embedded model into the cache and print its path')
-def _convert_args(p):
-    "Arguments of `qspec convert`"
-    p.add_argument('--force', action='store_true', help='convert again even when cached')
-    return convert
-
 # %% ../nbs/09_cli.ipynb #acaf1a87
+@command('scan', "score every weight matrix with Spectrum's SNR; write snr.json, Spectrum's files and a heatmap")
 def scan(
     model:str, # alias, checkpoint directory, .safetensors file or hub id
-    out:str, # folder to write the results into
-    types:list[str]|None=None, # module types to scan (default: all)
-    top_percent:float=25, # share of each type to select
-    source:str='auto', # 'auto' (checkpoint when possible), 'checkpoint' or 'model'
-    nf4:bool=False, # with source 'model': load in NF4
-    method:str='gram', # 'gram' (fast), 'exact' (fp64) or 'svd' (reference)
-    device:str='auto', # 'auto', 'cpu' or 'cuda'
+    out:Annotated[str, Arg(option=True)], # folder to write the results into
+    types:Annotated[list[str]|None, Arg(nargs='+')]=None, # module types to scan, e.g. self_attn.q_proj mlp.down_proj (default: all)
+    top_percent:Annotated[float, Arg(_percent)]=25, # share of each type to select, in percent
+    source:Annotated[str, Arg(choices=('auto', 'checkpoint', 'model'))]='auto', # read the checkpoint, or load the model ('auto': the checkpoint when it has safetensors)
+    nf4:bool=False, # with --source model: load the model in NF4 first
+    method:Annotated[str, Arg(choices=('gram', 'exact', 'svd'))]='gram', # 'gram' (fast), 'exact' (fp64) or 'svd' (reference)
+    device:Device='auto', # where to compute: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->'SNRResults': # the scan
     "Scan `model`'s SNR and write snr.json, Spectrum's JSON and YAML, and the heatmap PNG into `out`"
     check_percent(top_percent)
@@ -293,20 +331,6 @@ def _write_scan(
     sel = res.select(top_percent)
     print(f'{len(res)} matrices in {len(res.types)} types; top {top_percent:g} % per type: {sum(map(len, sel.values()))} modules')
     for f in ['snr.json', *[x.name for x in files], 'snr_heatmap.png']: print(outp/f)
-
-# %% ../nbs/09_cli.ipynb #6c000019
-@command('scan', "score every weight matrix with Spectrum's SNR; write snr.json, Spectrum's files and a heatmap")
-def _scan_args(p):
-    "Arguments of `qspec scan`"
-    p.add_argument('model', help='alias, checkpoint directory, .safetensors file or hub id')
-    p.add_argument('--out', required=True, help='folder to write the results into')
-    p.add_argument('--types', nargs='+', help='module types to scan, e.g. self_attn.q_proj mlp.down_proj (default: all)')
-    p.add_argument('--top-percent', type=_percent, default=25, help='share of each type to select (default: 25)')
-    p.add_argument('--source', default='auto', choices=['auto', 'checkpoint', 'model'], help='read the checkpoint, or load the model')
-    p.add_argument('--nf4', action='store_true', help='with --source model: load the model in NF4 first')
-    p.add_argument('--method', default='gram', choices=['gram', 'exact', 'svd'], help='gram (fast, default), exact (fp64) or svd (reference)')
-    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    return scan
 
 # %% ../nbs/09_cli.ipynb #99ba1a6b
 def _model_module_names(
@@ -367,22 +391,23 @@ def _write_plan(
     return [out] + ([ad] if ad else [])
 
 # %% ../nbs/09_cli.ipynb #6c000023
+@command('allocate', 'turn an SNR scan into a LoRA plan (ranks, alphas, learning-rate scales)')
 def allocate(
     snr_json:str, # qspec's snr.json from `qspec scan`
-    out:str, # where to write the plan (JSON)
-    budget:int|None=None, # trainable parameters to spend
-    tiers:list[float]|None=None, # cumulative top-% bounds per type, e.g. [25, 50]
-    ranks:list[int]|None=None, # rank of each tier, e.g. [32, 8]
+    out:Annotated[str, Arg(option=True)], # file to write (a folder for --format peft)
+    budget:Annotated[int|None, Arg(group='size')]=None, # trainable parameters to spend
+    tiers:Annotated[list[float]|None, Arg(group='size')]=None, # cumulative top-% bounds per type, comma-separated, e.g. 25,50
+    ranks:list[int]|None=None, # rank of each tier, comma-separated, e.g. 32,8
     min_rank:int=4, # budget mode: smallest rank
     max_rank:int=64, # budget mode: largest rank
     step:int=4, # budget mode: ranks are multiples of this
-    alpha:float=16, # LoRA alpha
-    rslora:bool=True, # rsLoRA scaling alpha/sqrt(r)
-    lr_scale:list[float]=(1.0, 1.0), # learning-rate multiplier range (flat, as `TrainConfig`)
-    allocation:str='snr', # budget mode: how the budget is spent, one of `ALLOCATIONS`
+    alpha:Annotated[float, Arg(_positive_number)]=16, # LoRA alpha
+    rslora:Annotated[bool, Arg(flag='--no-rslora')]=True, # rsLoRA scaling, alpha/sqrt(r) rather than alpha/r
+    lr_scale:list[float]=(1.0, 1.0), # learning-rate multiplier range, e.g. 0.5,2
+    allocation:Annotated[str, Arg(choices=ALLOCATIONS)]='snr', # how a budget is spent: snr (ranks rising with SNR), inverse, uniform (one rank everywhere) or spectrum (one rank, top 25 %)
     model:str|None=None, # check the plan against this model's modules; the model other trainers load (default: the scanned one)
-    fmt:str='plan', # one of `PLAN_FORMATS`: qspec's plan, peft's LoraConfig, Axolotl or Spectrum
-    starter_adapter:bool=False, # axolotl: a starter adapter instead of lora_rank_pattern (Axolotl before 0.18)
+    fmt:Annotated[str, Arg(choices=PLAN_FORMATS, flag='--format')]='plan', # plan (qspec's JSON); peft (a folder: LoraConfig.from_pretrained(OUT), e.g. TRL's SFTTrainer(peft_config=...)); axolotl (YAML with lora_rank_pattern and lora_alpha_pattern, Axolotl 0.18 and later); spectrum (unfrozen_parameters YAML, as Axolotl reads it)
+    starter_adapter:bool=False, # with --format axolotl: a starter adapter for lora_model_dir instead of the patterns (Axolotl before 0.18)
 )->'LoraPlan': # the plan
     "Allocate LoRA ranks from a scan and write the plan"
     _check_allocate(budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation, fmt, starter_adapter)
@@ -400,44 +425,23 @@ def allocate(
     print('\n'.join(map(str, written)))
     return plan
 
-# %% ../nbs/09_cli.ipynb #6c000024
-@command('allocate', 'turn an SNR scan into a LoRA plan (ranks, alphas, learning-rate scales)')
-def _allocate_args(p):
-    "Arguments of `qspec allocate`"
-    p.add_argument('snr_json', help="qspec's snr.json from `qspec scan`")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--budget', type=_positive, help='trainable parameters to spend')
-    g.add_argument('--tiers', type=_floats, help='cumulative top-%% bounds per type, e.g. 25,50')
-    p.add_argument('--ranks', type=_ints, help='rank of each tier, e.g. 32,8')
-    p.add_argument('--min-rank', type=_positive, default=4); p.add_argument('--max-rank', type=_positive, default=64)
-    p.add_argument('--step', type=_positive, default=4, help='ranks are multiples of this (budget mode)')
-    p.add_argument('--alpha', type=_checked(float, lambda v: v > 0, 'a positive number'), default=16)
-    p.add_argument('--no-rslora', dest='rslora', action='store_false', help='scale by alpha/r instead of alpha/sqrt(r)')
-    p.add_argument('--lr-scale', type=_floats, default=[1.0, 1.0], help='learning-rate multiplier range, e.g. 0.5,2 (default: flat)')
-    p.add_argument('--allocation', choices=ALLOCATIONS, default='snr', help='how a budget is spent: snr (ranks rising with SNR, default), inverse, uniform (one rank everywhere) or spectrum (one rank, top 25 percent)')
-    p.add_argument('--model', help="check the plan against this model's modules; the model other trainers load (default: the scanned one)")
-    p.add_argument('--format', dest='fmt', choices=PLAN_FORMATS, default='plan', help="plan (qspec's JSON, default); peft (a folder: LoraConfig.from_pretrained(OUT), e.g. TRL's SFTTrainer(peft_config=...)); "
-                   "axolotl (YAML with lora_rank_pattern and lora_alpha_pattern, Axolotl 0.18 and later); spectrum (unfrozen_parameters YAML, as Axolotl reads it)")
-    p.add_argument('--starter-adapter', action='store_true', help='with --format axolotl: write a starter adapter for lora_model_dir instead of the patterns (Axolotl before 0.18)')
-    p.add_argument('--out', required=True, help='file to write (a folder for --format peft)')
-    return allocate
-
 # %% ../nbs/09_cli.ipynb #28c42333
+@command('group', "group the plan's modules whose gradients agree; each group shares one LoRA update")
 def group(
     model:str, # alias, checkpoint directory or hub id
-    plan:str, # the plan from `qspec allocate`
-    out:str, # groups file to write (JSON)
-    data:str|None=None, # calibration texts: .txt/.md/.jsonl file or folder (default: the embedded data)
+    plan:Annotated[str, Arg(option=True)], # the plan file from `qspec allocate`
+    out:Annotated[str, Arg(option=True)], # groups file to write (JSON)
+    data:str|None=None, # calibration texts: a .txt/.md/.jsonl file or a folder (default: the embedded data)
     column:str='text', # text field of .jsonl records
-    threshold:float=0.9, # cosine similarity needed to share
-    contiguous:bool=True, # only group neighbouring layers
-    max_size:int|None=None, # largest group
+    threshold:Annotated[float, Arg(_cosine)]=0.9, # cosine similarity needed to share
+    contiguous:Annotated[bool, Arg(flag='--any-order')]=True, # only group neighbouring layers
+    max_size:int|None=None, # largest group (at least 2)
     batches:int=4, # calibration batches
     batch_size:int=4, # sequences per calibration batch
     seq_len:int=128, # tokens per calibration sequence
-    device:str='auto', # 'auto', 'cpu' or 'cuda'
-    chart:str|None=None, # write similarity heatmaps (groups outlined) to this PNG file
-)->'GradientGrouper': # the fitted grouper
+    device:Device='auto', # where to compute: 'auto', 'cpu', 'cuda' or 'cuda:N'
+    chart:Annotated[str|None, Arg(_png)]=None, # write similarity heatmaps (groups outlined) to this PNG file
+)->'Groups': # the groups
     "Group a plan's modules whose gradients agree and write the groups"
     if max_size is not None and max_size < 2: raise QspecError(f"--max-size must be at least 2 (a group of one shares nothing), got {max_size}")
     from qspec.core import compute_dtype
@@ -459,31 +463,14 @@ def group(
     print(out)
     return gr
 
-# %% ../nbs/09_cli.ipynb #6c000025
-@command('group', "group the plan's modules whose gradients agree; each group shares one LoRA update")
-def _group_args(p):
-    "Arguments of `qspec group`"
-    p.add_argument('model', help='alias, checkpoint directory or hub id')
-    p.add_argument('--plan', required=True, help='plan file from `qspec allocate`')
-    p.add_argument('--out', required=True, help='groups file to write (JSON)')
-    p.add_argument('--data', help='calibration texts: a .txt/.md/.jsonl file or a folder (default: the embedded data)')
-    p.add_argument('--column', default='text', help='text field of .jsonl records (default: text)')
-    p.add_argument('--threshold', type=_cosine, default=0.9, help='cosine similarity needed to share (default: 0.9)')
-    p.add_argument('--any-order', dest='contiguous', action='store_false', help='also group layers that are not neighbours')
-    p.add_argument('--max-size', type=_positive, help='largest group')
-    p.add_argument('--batches', type=_positive, default=4); p.add_argument('--batch-size', type=_positive, default=4)
-    p.add_argument('--seq-len', type=_positive, default=128)
-    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    p.add_argument('--chart', type=_png, help='write similarity heatmaps with the groups outlined to this PNG file')
-    return group
-
 # %% ../nbs/09_cli.ipynb #6618d443
+@command('merge', 'merge an adapter into its base checkpoint, shard by shard, in bounded memory')
 def merge(
     base:str, # the base model the adapter was trained on: alias, checkpoint directory or hub id
     adapter:str, # a peft adapter directory, or a run directory holding adapter/
-    out:str, # the merged checkpoint directory to write (replaced atomically)
-    dtype:str='auto', # 'auto' (float16 when every weight fits), 'float16' or 'bfloat16'
-    device:str='auto', # where to rebuild the weights: 'auto', 'cpu', 'cuda' or 'cuda:N'
+    out:Annotated[str, Arg(option=True)], # the merged checkpoint directory to write (replaced atomically)
+    dtype:Annotated[str, Arg(choices=MERGE_DTYPES)]='auto', # 16-bit dtype: 'auto' (float16 when every weight fits), 'float16' or 'bfloat16'
+    device:Device='auto', # where to rebuild the weights: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->Path: # `out`
     "Merge an adapter into its base checkpoint, one tensor at a time; print where it went"
     a = find_adapter(adapter)
@@ -495,17 +482,6 @@ def merge(
     p = merge_checkpoint(src, a, out, dtype, device)
     print(f"merged {a} into {base}: {p}")
     return p
-
-# %% ../nbs/09_cli.ipynb #5598e532
-@command('merge', 'merge an adapter into its base checkpoint, shard by shard, in bounded memory')
-def _merge_args(p):
-    "Arguments of `qspec merge`"
-    p.add_argument('base', help="the base model: alias, checkpoint directory or hub id")
-    p.add_argument('adapter', help='a peft adapter directory, or a run directory holding adapter/')
-    p.add_argument('--out', required=True, help='merged checkpoint directory to write')
-    p.add_argument('--dtype', choices=('auto', 'float16', 'bfloat16'), default='auto', help='16-bit dtype (default: auto, float16 when weights fit)')
-    p.add_argument('--device', type=_device, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    return merge
 
 # %% ../nbs/09_cli.ipynb #8cbaef85
 EXPORT_TARGETS = ('peft', 'vllm', 'sglang', 'lora', 'gguf', 'ollama')  # as `qspec.export.TARGETS`, known without importing torch
@@ -519,17 +495,18 @@ def _parity_lines(
     return [f"{k:<22} max |Δlogit| {r['max_abs_logit']:.2e}, max |Δprob| {r['max_abs_prob']:.2e}, greedy identical {g(r)}" for k, r in p.items()]
 
 # %% ../nbs/09_cli.ipynb #7892ba45
+@command('export', 'write a run or adapter for peft, vLLM, SGLang, llama.cpp (GGUF) or Ollama, checked as each reads it')
 def export(
     src:str, # a run directory or a peft adapter directory
-    target:str, # one of `EXPORT_TARGETS`
-    out:str, # the directory to write (replaced atomically)
-    base:str|None=None, # the base model (default: the run's, else the adapter's)
-    quant:str='q4_k_m', # quantized GGUF type
-    check:str='auto', # parity checks: 'yes', 'no', 'auto' (bases up to 3B parameters)
+    target:Annotated[str, Arg(option=True, choices=EXPORT_TARGETS)], # peft, vllm, sglang, lora (llama.cpp / any engine), gguf or ollama
+    out:Annotated[str, Arg(option=True)], # the directory to write (replaced atomically)
+    base:str|None=None, # the base model (default: the run's, else the adapter's base_model_name_or_path)
+    quant:str='q4_k_m', # quantized GGUF type: q8_0, q6_k, q5_k_m, q4_k_m or q4_0
+    check:Annotated[str, Arg(choices=('auto', 'yes', 'no'))]='auto', # parity checks: 'yes', 'no', 'auto' (bases up to `CHECK_MAX_PARAMS`: 3B parameters)
     prompts:str|None=None, # held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)
-    new_tokens:int=32, # greedy tokens per prompt
-    base_gguf:str|None=None, # 'ollama': a GGUF of the base, for a Modelfile that applies the LoRA GGUF
-    device:str='auto', # where the parity checks run: 'auto', 'cpu', 'cuda' or 'cuda:N'
+    new_tokens:int=32, # greedy tokens compared per prompt
+    base_gguf:str|None=None, # ollama: a GGUF of the base, for a second Modelfile that applies the adapter to it
+    device:Device='auto', # where the parity checks run: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->dict: # what `qspec.export.export` returns
     "Write a run or adapter for a serving engine, check it as the engine reads it, and print the check"
     find_adapter(src)  # a wrong path is reported before torch is imported
@@ -540,28 +517,13 @@ def export(
                     ([f"engines need a maximum LoRA rank of at least {info['max_lora_rank']}"] if 'max_lora_rank' in info else []) + [f"serve: {info['serve']}"]))
     return info
 
-# %% ../nbs/09_cli.ipynb #0951aa26
-@command('export', 'write a run or adapter for peft, vLLM, SGLang, llama.cpp (GGUF) or Ollama, checked as each reads it')
-def _export_args(p):
-    "Arguments of `qspec export`"
-    p.add_argument('src', help='a run directory or a peft adapter directory')
-    p.add_argument('--target', required=True, choices=EXPORT_TARGETS, help='peft, vllm, sglang, lora (llama.cpp / any engine), gguf or ollama')
-    p.add_argument('--out', required=True, help='directory to write')
-    p.add_argument('--base', help="the base model (default: the run's, else the adapter's base_model_name_or_path)")
-    p.add_argument('--quant', default='q4_k_m', help='quantized GGUF type: q8_0, q6_k, q5_k_m, q4_k_m (default) or q4_0')
-    p.add_argument('--check', choices=('auto', 'yes', 'no'), default='auto', help='parity checks (default: auto, bases up to 3B parameters)')
-    p.add_argument('--prompts', help="held-out prompts: a .txt/.md/.jsonl file or folder (default: the embedded data's)")
-    p.add_argument('--new-tokens', type=_positive, default=32, help='greedy tokens compared per prompt (default: 32)')
-    p.add_argument('--base-gguf', help='ollama: a GGUF of the base, for a second Modelfile that applies the adapter to it')
-    p.add_argument('--device', default='auto', type=_device, help="where the parity checks run: auto (default), cpu, cuda or cuda:N")
-    return export
-
 # %% ../nbs/09_cli.ipynb #f0b228e4
+@command('estimate', "print a run's device memory and its merge's host memory, from its config")
 def estimate(
     config:str, # YAML file of TrainConfig keys
-    snr:str|None=None, # a saved SNR scan of the model, for the exact plan
-    scan:str='auto', # budget plans: 'yes' scan the model, 'no' never, 'auto' up to 3B parameters
-    json_out:str|None=None, # also write the estimate as JSON to this file
+    snr:str|None=None, # a saved SNR scan (qspec scan's JSON or a run's snr_before.json): the exact plan without scanning
+    scan:Annotated[str, Arg(choices=('auto', 'yes', 'no'))]='auto', # scan the model for the exact plan of a budget: 'yes', 'no', 'auto' (up to `CHECK_MAX_PARAMS`: 3B parameters)
+    json_out:Annotated[str|None, Arg(flag='--json')]=None, # also write the estimate as JSON to this file
 )->'Estimate': # the estimate
     "Print the estimated memory of the run `config` describes"
     from qspec.config import load_config
@@ -574,13 +536,3 @@ def estimate(
         from dataclasses import asdict
         with atomic_file(json_out) as t: t.write_text(json.dumps(dict(asdict(e), total=e.total), indent=1))
     return e
-
-# %% ../nbs/09_cli.ipynb #27bb5f1f
-@command('estimate', "print a run's device memory and its merge's host memory, from its config")
-def _estimate_args(p):
-    "Arguments of `qspec estimate`"
-    p.add_argument('config', help='YAML file of TrainConfig keys')
-    p.add_argument('--snr', help="a saved SNR scan (qspec scan's JSON or a run's snr_before.json): the exact plan without scanning")
-    p.add_argument('--scan', choices=('auto', 'yes', 'no'), default='auto', help='scan the model for the exact plan of a budget (default: auto, up to 3B parameters)')
-    p.add_argument('--json', dest='json_out', help='also write the estimate as JSON to this file')
-    return estimate

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 import yaml
 from fastcore.docments import docments
-from .core import ALLOCATIONS, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
+from .core import ALLOCATIONS, CHECK_MAX_PARAMS, MERGE_DTYPES, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
 
 # %% auto #0
 __all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'mixed_precision', 'training_arguments',
@@ -60,7 +60,7 @@ class TrainConfig:
     resize_steps:int=0 # with resize: train this many more steps at the new ranks, on a fresh schedule (0: 10 more steps raised the demo's eval loss)
     merge:bool=True # write the merged model
     merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
-    merge_check_max_params:int=3_000_000_000 # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
+    merge_check_max_params:int=CHECK_MAX_PARAMS # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
     device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N' (under torchrun each process takes its own GPU)
     ddp_timeout:int=1800 # seconds processes under torchrun wait for each other before the run fails
     device_map:typing.Union[str, dict, None]=None # a model larger than one GPU: 'auto' spreads its layers over the visible GPUs, or give {module: device}
@@ -185,7 +185,7 @@ def _choice_errors(
     rules = [(c.allocation in ALLOCATIONS, f"allocation must be one of {', '.join(ALLOCATIONS)}, got {c.allocation!r}"),
              (c.tiers is None or c.allocation == 'snr', f"allocation {c.allocation!r} spends a budget: remove tiers and ranks, or leave allocation at 'snr'"),
              (c.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {c.quant_storage!r}"),
-             (c.merge_dtype in ('auto', 'float16', 'bfloat16'), f"merge_dtype must be auto, float16 or bfloat16, got {c.merge_dtype!r}"),
+             (c.merge_dtype in MERGE_DTYPES, f"merge_dtype must be {', '.join(MERGE_DTYPES[:-1])} or {MERGE_DTYPES[-1]}, got {c.merge_dtype!r}"),
              (c.compute_dtype in ('auto', 'float32', 'bfloat16', 'float16'), f"compute_dtype must be auto, float32, bfloat16 or float16, got {c.compute_dtype!r}"),
              (c.device_map in (None, 'auto') or isinstance(c.device_map, dict), f"device_map must be 'auto' or a mapping of module names to devices, got {c.device_map!r}"),
              (not (c.group and c.resize), "group and resize cannot be combined yet: set resize: false, or group: false"),

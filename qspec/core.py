@@ -10,11 +10,11 @@ import errno, os, re, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ALLOCATIONS', 'QspecError', 'atomic_dir', 'atomic_file', 'read_json', 'find_adapter', 'check_device_name',
-           'pick_device', 'compute_dtype', 'check_percent', 'check_tiers', 'check_rank_range', 'check_lr_scale',
-           'check_allocation', 'quiet_bitsandbytes', 'cache_dir', 'peak_memory_mib', 'rss_mib', 'memory_mib',
-           'reset_peak_memory', 'init_distributed', 'all_gather', 'check_same', 'main_process_first',
-           'latest_checkpoint', 'save_png']
+__all__ = ['ALLOCATIONS', 'MERGE_DTYPES', 'CHECK_MAX_PARAMS', 'QspecError', 'atomic_dir', 'atomic_file', 'read_json',
+           'find_adapter', 'check_device_name', 'pick_device', 'compute_dtype', 'check_percent', 'check_tiers',
+           'check_rank_range', 'check_lr_scale', 'check_allocation', 'check_merge_dtype', 'quiet_bitsandbytes',
+           'cache_dir', 'peak_memory_mib', 'rss_mib', 'memory_mib', 'reset_peak_memory', 'init_distributed',
+           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -210,6 +210,17 @@ def check_allocation(
 ):
     "Raise unless `how` is one of `ALLOCATIONS`"
     if how not in ALLOCATIONS: raise QspecError(f"{key} must be one of {', '.join(ALLOCATIONS)}, got {how!r}")
+
+# %% ../nbs/00_core.ipynb #c0ns0002
+MERGE_DTYPES = ('auto', 'float16', 'bfloat16')  # auto: float16 when every merged weight fits it, else bfloat16
+CHECK_MAX_PARAMS = 3_000_000_000  # 'auto' checks (merge, export parity, the estimate's scan) up to this many base parameters
+
+def check_merge_dtype(
+    dtype:str, # a merge dtype
+)->str: # the same, checked
+    "Raise unless `dtype` is one of `MERGE_DTYPES`"
+    if dtype not in MERGE_DTYPES: raise QspecError(f"unknown merge dtype {dtype!r}: use {', '.join(MERGE_DTYPES[:-1])} or {MERGE_DTYPES[-1]}")
+    return dtype
 
 # %% ../nbs/00_core.ipynb #a1c0de14
 def quiet_bitsandbytes():

@@ -12,7 +12,7 @@ import torch
 import bitsandbytes as bnb
 from fastcore.basics import patch
 from transformers import AutoConfig
-from .core import QspecError, compute_dtype, pick_device
+from .core import CHECK_MAX_PARAMS, QspecError, compute_dtype, pick_device
 from .models import resolve_model
 from .quant import nf4_config
 from .snr import SNRResults, model_matrices, split_name
@@ -140,7 +140,7 @@ def _plan_of(
     "The run's plan when it can be known: tiers or one rank everywhere from shapes, a budget from a scan; otherwise the budget's stand-in"
     if snr is not None: return plan_for(c, snr), True
     if c.tiers or c.allocation == 'uniform': return plan_for(c, shape_scan(config)), True
-    if scan == 'yes' or (scan == 'auto' and params <= 3e9):
+    if scan == 'yes' or (scan == 'auto' and params <= CHECK_MAX_PARAMS):
         from qspec.quant import load_nf4
         from qspec.snr import SNRAnalyzer
         dev = pick_device(c.device)

@@ -10,7 +10,7 @@ import json, math, re, shutil, tempfile
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from .core import QspecError, atomic_dir, atomic_file, find_adapter, pick_device
+from .core import CHECK_MAX_PARAMS, QspecError, atomic_dir, atomic_file, find_adapter, pick_device
 from .models import resolve_model, load_model, load_tokenizer
 from .stream import merge_checkpoint, checkpoint_params
 from .ranks import LoraPlan
@@ -183,7 +183,7 @@ def export(
     prompts:list|None=None, # held-out prompts, as texts or token ids (default: the embedded data's)
     new_tokens:int=32, # greedy tokens per prompt
     base_gguf:str|None=None, # 'ollama': a GGUF of the base, for a Modelfile with the adapter on top
-    check_max_params:float=3e9, # 'auto' checks bases up to this many parameters
+    check_max_params:float=CHECK_MAX_PARAMS, # 'auto' checks bases up to this many parameters
     device:str='auto', # where the parity checks' transformers models run: 'auto', 'cpu', 'cuda' or 'cuda:N'
 )->dict: # what was written: target, files, parity (also in out/parity.json), the serving command
     "Write a run or adapter for `target`, check it as the target reads it, and record the check in parity.json"

@@ -24,7 +24,7 @@ def llama_cpp_version()->str: # the installed llama-cpp-python version
     try: import llama_cpp  # noqa: F401
     except ImportError as e:
         raise QspecError(f"GGUF export needs llama.cpp's Python bindings ({type(e).__name__}: {e}); install them with: {GGUF_INSTALL} "
-                         "(builds llama.cpp from source: about 15 minutes on 2 cores the first time)") from None
+                         "(builds llama.cpp from source: about 4 minutes on 2 cores the first time)") from None
     try: import sentencepiece  # noqa: F401  (llama.cpp's converter imports it for every Llama-family vocabulary)
     except ImportError: raise QspecError(f"GGUF export needs sentencepiece for llama.cpp's converter; install it with: {GGUF_INSTALL}") from None
     return importlib.metadata.version('llama_cpp_python')

@@ -8,7 +8,7 @@ Docs: https://qspec-dev.github.io/qspec/merge.html.md"""
 from __future__ import annotations
 import copy, gc
 from pathlib import Path
-from .core import QspecError, atomic_dir
+from .core import QspecError, atomic_dir, check_merge_dtype
 import torch, torch.nn as nn
 from peft import PeftModel
 import bitsandbytes as bnb
@@ -28,7 +28,7 @@ def merge_dtype(
     dtype:str='auto', # 'auto', 'float16' or 'bfloat16'
 )->torch.dtype: # float16 or bfloat16
     "The 16-bit dtype to keep: float16 (3 more mantissa bits) when every weight fits its range, else bfloat16"
-    if dtype not in ('auto', 'float16', 'bfloat16'): raise QspecError(f"unknown merge dtype {dtype!r}: use auto, float16 or bfloat16")
+    check_merge_dtype(dtype)
     if dtype != 'auto': return getattr(torch, dtype)
     big = max(p.detach().abs().max().item() for p in model.parameters())
     return torch.float16 if big < torch.finfo(torch.float16).max / 2 else torch.bfloat16

@@ -8,7 +8,7 @@ Docs: https://qspec-dev.github.io/qspec/stream.html.md"""
 from __future__ import annotations
 import ctypes, json, math, os, shutil
 from pathlib import Path
-from .core import QspecError, atomic_dir, atomic_file, pick_device, rss_mib
+from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib
 import torch, torch.nn as nn
 import bitsandbytes as bnb
 from fastcore.basics import patch
@@ -345,7 +345,7 @@ def merge_checkpoint(
 )->Path: # `out`
     "Merge `adapter` into `base` one tensor at a time, writing 16-bit safetensors shards, the index, config and tokenizer"
     from tqdm.auto import tqdm
-    if dtype not in ('auto', 'float16', 'bfloat16'): raise QspecError(f"unknown merge dtype {dtype!r}: use auto, float16 or bfloat16")
+    check_merge_dtype(dtype)
     src, dev = resolve_model(base), pick_device(device)
     cfg, ups, q = AutoConfig.from_pretrained(src), read_adapter(adapter), quant_settings(adapter)
     layout = weight_layout(cfg, q['quantized'], q['skip_modules'])

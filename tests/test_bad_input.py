@@ -170,7 +170,7 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['frobnicate'], 'invalid choice'),
     (['scan', 'smollm2', '--out', '{out}', '--top-percent', '0'], 'expected a percentage in (0, 100]'),
     (['scan', 'smollm2', '--out', '{out}', '--device', 'tpu'], "expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-    (['allocate', 'snr.json', '--tiers', '25', '--ranks', 'x', '--out', '{out}'], 'expected comma-separated integers'),
+    (['allocate', 'snr.json', '--tiers', '25', '--ranks', 'x', '--out', '{out}'], 'expected comma-separated positive integers'),
     (['allocate', 'snr.json', '--tiers', '25,50', '--ranks', '8', '--out', '{out}'], 'one rank per tier'),
     (['allocate', 'snr.json', '--budget', '0', '--out', '{out}'], 'expected a whole number of at least 1'),
     (['allocate', 'snr.json', '--budget', '100', '--min-rank', '32', '--max-rank', '8', '--out', '{out}'], 'at most max_rank 8'),

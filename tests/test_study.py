@@ -30,3 +30,16 @@ def test_killed_study_resumes(tmp_path):
     c = json.loads((out/'budget-4'/'compare.json').read_text())
     assert [r['seed'] for r in c['arms']['uniform']['runs']] == [1, 2] and c['arms']['uniform']['runs'][0] == first[1]['result']
     assert (out/'study.png').stat().st_size > 10_000 and 'runs stored' in (out/'study.md').read_text()
+
+
+def test_cost_side_by_side(tmp_path):
+    "`--cost` times every arm in one sitting; the report's cost table and panels then come from it, not from the stored runs"
+    out, cmd = tmp_path/'study', [sys.executable, str(STUDY), '--mini', '--out', str(tmp_path/'study')]
+    for extra in ([], ['--cost']):
+        r = subprocess.run(cmd + extra, env=ENV, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    c = json.loads((out/'cost.json').read_text())
+    assert set(c['arms']['4']) == {'uniform', 'snr'} and c['steps'] == 2 and c['machine']
+    assert all(v['step_s'] > 0 and v['train_mem_mib'] >= 0 and v['trainable'] > 0 for v in c['arms']['4'].values())
+    md = (out/'study.md').read_text()
+    assert '**Cost**' in md and '| uniform |' in md
