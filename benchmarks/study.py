@@ -23,7 +23,7 @@ continues where it stopped and never repeats a finished run. Kill it at any time
 The step times and training memory of the stored runs come from whichever machine ran each sitting; `--cost` measures
 every arm at every budget side by side in one sitting (12 steps each) into cost.json, which the report's cost panel uses.
 
-Usage: python benchmarks/study.py [--out benchmarks/results/study] [--report-only] [--cost]
+Usage: python benchmarks/study.py [--out benchmarks/results/study] [--report-only] [--cost] [--part head|tail]
        python benchmarks/study.py --mini --out DIR   (a two-run miniature on a tiny random model: checks the harness)
 """
 import argparse, json, statistics, sys, time
@@ -75,12 +75,21 @@ def config(model: str, rank, base: dict) -> dict:
     return dict(base, model=model, budget=r * rank_cost(model), max_rank=max(64, 4 * r))
 
 
-def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progress=True):
+TAIL = 3  # the last steps of the plan (peft's recipe, then inverse and random), which a second process can take: --part tail
+
+
+def part(steps: list, which: str | None) -> list:
+    "All the plan's steps, or its head or its tail (two processes on two cores finish the study sooner than one on both)"
+    tail = [steps[-1]] + steps[-1 - TAIL + 1:-1]  # peft's recipe first: it needs no other arm's rate
+    return {None: steps, 'head': steps[:-TAIL], 'tail': tail}[which]
+
+
+def run(out: Path, model: str = 'smollm2', base: dict = STUDY, steps=None, progress=True, which=None):
     "Run (or continue) the study; one comparison per budget into out/budget-<rank>/, every run into out/runs.jsonl"
     from qspec.compare import compare
     out.mkdir(parents=True, exist_ok=True)
     store = out/'runs.jsonl'
-    for rank, arms, lrs, seeds in (steps or plan(model)):
+    for rank, arms, lrs, seeds in part(steps or plan(model), which):
         for a in arms:  # one arm at a time: each is in the report as soon as it is done
             t0 = time.perf_counter()
             rates = lrs or [best_rate(out, rank, a)]  # decided as the arm starts: an earlier arm's grid may have just ended
@@ -113,7 +122,16 @@ def _machine() -> str:
 
 
 def _merge(d: Path, c):
-    "Add the arms of `c` to the comparison saved in `d` (or start it)"
+    "Add the arms of `c` to the comparison saved in `d` (or start it), under a lock: another process may be merging"
+    import fcntl
+    from qspec.compare import Comparison, load_comparison
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent/'.merge.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_locked(d, c)
+
+
+def _merge_locked(d: Path, c):
     from qspec.compare import Comparison, load_comparison
     old = load_comparison(d) if (d/'compare.json').exists() else None
     arms = dict(old.arms if old else {}, **c.arms)
@@ -126,6 +144,7 @@ def main():
     ap.add_argument('--mini', action='store_true', help='a two-run miniature on a tiny random model (checks the harness)')
     ap.add_argument('--mini-steps', type=int, default=2, help='training steps per run of the miniature (default: 2)')
     ap.add_argument('--report-only', action='store_true', help='only write the report from the runs already stored')
+    ap.add_argument('--part', choices=('head', 'tail'), help="only the plan's head, or its last steps (peft's recipe, inverse, random): two processes, one each, share two cores better than one")
     ap.add_argument('--cost', action='store_true', help="measure every arm's step time and training memory side by side (12 steps each, one sitting) into cost.json")
     a = ap.parse_args()
     out = Path(a.out)
@@ -138,7 +157,7 @@ def main():
         if a.cost: cost(out, str(ck), mini, 2, [(DEFAULT, ['uniform', 'snr'])])
         else: run(out, str(ck), mini, [(DEFAULT, ['uniform'], [1e-3], 2)])
     elif a.cost: cost(out)
-    elif not a.report_only: run(out)
+    elif not a.report_only: run(out, which=a.part)
     try: from study_report import report
     except ImportError: return
     print(report(out), flush=True)

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
 import house
 
-METHOD_PAGES = ['02_quant.ipynb', '03_snr.ipynb', '04_ranks.ipynb', '05_grouping.ipynb', '06_merge.ipynb', '07_train.ipynb']
+METHOD_PAGES = ['02_quant.ipynb', '03_snr.ipynb', '04_ranks.ipynb', '05_grouping.ipynb', '06b_merge.ipynb', '07_train.ipynb']
 
 
 @pytest.fixture(scope='module')
@@ -40,3 +40,14 @@ def test_modules_keep_to_their_own(stats):
 @pytest.mark.parametrize('page', METHOD_PAGES)
 def test_picture_first(page):
     assert house.picture_before_reference(house.NBS/page), f'{page}: no picture before its first exported definition'
+
+
+def test_sidebar_lists_every_page_once():
+    "The hand-written sidebar (custom_sidebar) names every notebook once, and its method section follows the data flow"
+    import build_docs
+    listed = [p for _, p in build_docs.sidebar_order(house.NBS)]
+    every = sorted(str(p.relative_to(house.NBS)) for p in house.NBS.rglob('*.ipynb')
+                   if not any(part.startswith(('_', '.')) for part in p.relative_to(house.NBS).parts))
+    assert sorted(listed) == every and len(set(listed)) == len(listed), set(every) ^ set(listed)
+    method = [p for s, p in build_docs.sidebar_order(house.NBS) if s == 'method']
+    assert method == sorted(method) and method[0].startswith('01a_config'), method

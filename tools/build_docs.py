@@ -107,15 +107,15 @@ def page_name(fm: dict, src: Path) -> str:
     return Path(fm.get('output-file') or src.with_suffix('.html').name).stem
 
 
-def sidebar_order(nbs_path: Path) -> list[str]:
-    "Notebook paths in the order of nbdev's generated sidebar.yml"
+def sidebar_order(nbs_path: Path) -> list[tuple[str, str]]:
+    "(section, notebook path) in the order of the sidebar (`sidebar.yml`); the section is '' for top-level pages"
     sb = yaml.safe_load((nbs_path/'sidebar.yml').read_text())
-    def flat(items):
+    def flat(items, sec):
         for it in items:
-            if isinstance(it, str): yield it
+            if isinstance(it, str): yield sec, it
             elif isinstance(it, dict):
-                yield from flat(it.get('contents', []))
-    return list(flat(sb['website']['sidebar']['contents']))
+                yield from flat(it.get('contents', []), '/'.join(x for x in (sec, it.get('section', '')) if x))
+    return list(flat(sb['website']['sidebar']['contents'], ''))
 
 
 def stage(cfg) -> list[tuple[str, str]]:
@@ -123,7 +123,7 @@ def stage(cfg) -> list[tuple[str, str]]:
     docs = STAGE/'docs'
     shutil.rmtree(STAGE, ignore_errors=True); docs.mkdir(parents=True)
     nav = []
-    for rel in sidebar_order(Path(cfg.nbs_path)):
+    for section, rel in sidebar_order(Path(cfg.nbs_path)):
         src = PROC/rel
         if not src.exists() or src.suffix != '.ipynb': continue
         nb, fm = repair_notebook(json.loads(src.read_text()), cfg.doc_url)
@@ -131,12 +131,12 @@ def stage(cfg) -> list[tuple[str, str]]:
         out = Path(rel).parent/f'{name}.ipynb'
         (docs/out).parent.mkdir(parents=True, exist_ok=True)
         (docs/out).write_text(json.dumps(nb, indent=1))
-        nav.append((str(Path(rel).parent), fm.get('title') or name, str(out)))
+        nav.append((section or '.', fm.get('title') or name, str(out)))
     return nav
 
 
 def nav_tree(nav) -> list:
-    "mkdocs navigation: top-level pages, then one section per notebook folder (as nbdev's sidebar does)"
+    "mkdocs navigation: top-level pages, then the sidebar's sections in its order"
     tree, sections = [], {}
     for folder, title, page in nav:
         if folder == '.': tree.append({title: page})
