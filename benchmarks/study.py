@@ -128,14 +128,9 @@ def _merge(d: Path, c):
     d.parent.mkdir(parents=True, exist_ok=True)
     with open(d.parent/'.merge.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _merge_locked(d, c)
-
-
-def _merge_locked(d: Path, c):
-    from qspec.compare import Comparison, load_comparison
-    old = load_comparison(d) if (d/'compare.json').exists() else None
-    arms = dict(old.arms if old else {}, **c.arms)
-    Comparison(arms, 'snr' if 'snr' in arms else next(iter(arms)), c.config, (old.seconds if old else 0) + c.seconds).save(d)
+        old = load_comparison(d) if (d/'compare.json').exists() else None
+        arms = dict(old.arms if old else {}, **c.arms)
+        Comparison(arms, 'snr' if 'snr' in arms else next(iter(arms)), c.config, (old.seconds if old else 0) + c.seconds).save(d)
 
 
 def main():
