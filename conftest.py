@@ -1,5 +1,10 @@
 """Collect every notebook under nbs/ as one pytest item, run by nbdev's own test runner (`nbdev.test.test_nb`)."""
 import os
+# Progress off at the source in test runs: tqdm (qspec's bars, transformers', datasets') and the hub's read these
+# when they are first imported, so saved notebook outputs carry no progress-bar streams (`tools/house.py` checks).
+os.environ.setdefault('TQDM_DISABLE', '1')
+os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+os.environ.setdefault('HF_DATASETS_DISABLE_PROGRESS_BARS', '1')
 from pathlib import Path
 import pytest
 from nbdev.config import get_config

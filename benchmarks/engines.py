@@ -125,7 +125,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True); out.mkdir(parents=True, exist_ok=True)
     from qspec.models import load_model, load_tokenizer, resolve_model
     from qspec.portable import engine_model, parity_prompts, served_logits, serving_rank
-    from qspec.stream import read_adapter
+    from qspec.checkpoint import read_adapter
     base = resolve_model('smollm2')
     run = Path(a.run) if a.run else work/'run'
     if not a.run and not (run/'adapter').exists():

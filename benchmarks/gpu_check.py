@@ -113,7 +113,8 @@ def snr_cuda_vs_cpu(work, dev):
 @step('cuda')
 def merge_cuda_vs_cpu(work, dev):
     from safetensors.torch import load_file
-    from qspec.stream import merge_checkpoint, random_adapter
+    from qspec.stream import merge_checkpoint
+    from qspec.checkpoint import random_adapter
     ck = tiny(work, 'wide', hidden=512, layers=4)
     ad = random_adapter(ck, work/'wide-adapter', r=8)
     a, b = (merge_checkpoint(ck, ad, work/f'merged-{d}', device=d, progress=False) for d in ('cpu', dev))
@@ -134,7 +135,8 @@ def estimate_vs_measured(work, dev):
 def llama3_8b_shapes(work, dev):
     from transformers import LlamaConfig
     from qspec.snr import SNRAnalyzer
-    from qspec.stream import merge_checkpoint, random_adapter, random_checkpoint
+    from qspec.stream import merge_checkpoint
+    from qspec.checkpoint import random_adapter, random_checkpoint
     cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2, num_attention_heads=32,
                       num_key_value_heads=8, rope_theta=500000.0, max_position_embeddings=8192)
     ck = random_checkpoint(cfg, work/'llama3-2layers', shard_mb=2000)

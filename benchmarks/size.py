@@ -51,7 +51,7 @@ def build(size, work):
     "The random checkpoint of `size` billion parameters and its adapter (made once, kept in `work`)"
     import torch
     from transformers import LlamaConfig
-    from qspec.stream import checkpoint_params, random_adapter, random_checkpoint
+    from qspec.checkpoint import checkpoint_params, random_adapter, random_checkpoint
     h, ff, layers, heads, kv = SHAPES[size]
     base, ad = work/f'llama-{size}b', work/f'llama-{size}b-adapter'
     if not (base/'config.json').exists():

@@ -39,7 +39,7 @@ MAIN, PAIRED = ('snr', 'uniform', 'types', 'compress'), ('snr-inverse', 'random'
 
 def rank_cost(model: str) -> int:
     "Parameters of one LoRA rank on every linear module of `model`, from its config's shapes"
-    from qspec.estimate import shape_scan
+    from qspec.snr import shape_scan
     from qspec.models import model_config
     return sum(sum(r['shape']) for r in shape_scan(model_config(model)).rows)
 

@@ -58,7 +58,7 @@ def child(kind: str, steps: int) -> dict:
     from qspec.compare import train_memory
     from qspec.core import compute_dtype
     from qspec.data import pydoc_examples, to_examples
-    from qspec.estimate import plan_for
+    from qspec.ranks import plan_for
     from qspec.config import TrainConfig
     from qspec.loss import causal_loss
     from qspec.models import load_tokenizer

@@ -346,7 +346,7 @@ def _model_module_names(
 
 # %% ../nbs/09_cli.ipynb #6c000021
 def _check_allocate(
-    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='snr', fmt='plan', starter_adapter=False, # as `allocate`
+    budget, tiers, ranks, min_rank, max_rank, step, alpha, lr_scale, allocation='uniform', fmt='plan', starter_adapter=False, # as `allocate`
 ):
     "The argument checks of `allocate`, before any file is read (those of the allocator, without torch)"
     if (budget is None) == (tiers is None): raise QspecError("give either --budget N or --tiers with --ranks")
@@ -354,7 +354,7 @@ def _check_allocate(
     else: check_rank_range(min_rank, max_rank, step)
     if alpha <= 0: raise QspecError(f"--alpha must be positive, got {alpha}")
     check_lr_scale(lr_scale); check_allocation(allocation, '--allocation')
-    if tiers is not None and allocation != 'snr': raise QspecError(f"--allocation {allocation} spends a budget: give --budget instead of --tiers")
+    if tiers is not None and allocation != 'snr': raise QspecError(f"--tiers place adapters by SNR, but --allocation is {allocation}: add --allocation snr, or give --budget instead of --tiers")
     if starter_adapter and fmt != 'axolotl': raise QspecError(f"--starter-adapter is for --format axolotl (Axolotl before 0.18), not --format {fmt}")
     if fmt != 'plan' and lr_scale[0] != lr_scale[1]:
         raise QspecError(f"--format {fmt} has one learning rate for every module, so it cannot carry --lr-scale {lr_scale[0]:g},{lr_scale[1]:g}; "
@@ -381,7 +381,7 @@ def _write_plan(
 )->list[Path]: # what was written
     "Write the plan in the format `fmt`"
     if fmt == 'plan': return [plan.save(out)]
-    from qspec.export import init_adapter, plan_axolotl, plan_spectrum, write_peft_plan
+    from qspec.handoff import init_adapter, plan_axolotl, plan_spectrum, write_peft_plan
     out = Path(out).expanduser().resolve()
     if fmt == 'axolotl' and not ref: raise QspecError("--format axolotl must name the model Axolotl loads, and this snr.json does not record it; pass --model PATH_OR_HUB_ID")
     if fmt == 'peft': return [write_peft_plan(plan, out, ref, _task_type(ref))]
@@ -404,7 +404,7 @@ def allocate(
     alpha:Annotated[float, Arg(_positive_number)]=16, # LoRA alpha
     rslora:Annotated[bool, Arg(flag='--no-rslora')]=True, # rsLoRA scaling, alpha/sqrt(r) rather than alpha/r
     lr_scale:list[float]=(1.0, 1.0), # learning-rate multiplier range, e.g. 0.5,2
-    allocation:Annotated[str, Arg(choices=ALLOCATIONS)]='snr', # how a budget is spent: snr (ranks rising with SNR), inverse, uniform (one rank everywhere) or spectrum (one rank, top 25 %)
+    allocation:Annotated[str, Arg(choices=ALLOCATIONS)]='uniform', # how a budget is spent: uniform (one rank everywhere), snr (ranks rising with SNR; --tiers need it), inverse or spectrum
     model:str|None=None, # check the plan against this model's modules; the model other trainers load (default: the scanned one)
     fmt:Annotated[str, Arg(choices=PLAN_FORMATS, flag='--format')]='plan', # plan (qspec's JSON); peft (a folder: LoraConfig.from_pretrained(OUT), e.g. TRL's SFTTrainer(peft_config=...)); axolotl (YAML with lora_rank_pattern and lora_alpha_pattern, Axolotl 0.18 and later); spectrum (unfrozen_parameters YAML, as Axolotl reads it)
     starter_adapter:bool=False, # with --format axolotl: a starter adapter for lora_model_dir instead of the patterns (Axolotl before 0.18)

@@ -17,9 +17,8 @@ from transformers import TrainerCallback
 from .core import QspecError, atomic_dir, memory_mib, peak_memory_mib, reset_peak_memory, rss_mib, save_png
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
-from .estimate import plan_for
 from .grouping import Groups, GradientGrouper, activation_signatures, gradient_signatures, signature_groups
-from .ranks import LoraPlan, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, resize
+from .ranks import LoraPlan, deal, inverse_plan, lora_layers, one_rank_plan, plan_budget, plan_for, resize
 from .snr import SNRAnalyzer, SNRResults
 from .train import Run
 from .trainer import adapt, fit_plan, load_base, make_trainer

@@ -32,20 +32,20 @@ class TrainConfig:
     packing:bool=False # plain text: pack texts into full blocks of `max_length`
     max_eval_examples:int=32 # validation examples evaluated (before, during and after training)
     budget:int=1_000_000 # trainable LoRA parameters, placed by `allocation`
-    allocation:str='snr' # how the budget is spent: 'snr' (ranks rising with SNR), 'inverse', 'uniform' (one rank everywhere) or 'spectrum' (one rank, top 25 %); snr: not yet told apart from uniform by the budget study (qspec-dev.github.io/qspec/benchmarks/training.html)
+    allocation:str='uniform' # how the budget is spent: 'uniform' (one rank everywhere), 'snr', 'inverse' or 'spectrum' (benchmarks/training.html)
     min_rank:int=4 # smallest adapter rank with a budget
     max_rank:int=64 # largest adapter rank with a budget
     tiers:typing.Optional[list]=None # instead of a budget: cumulative top-% per type, e.g. [25, 50]
     ranks:typing.Optional[list]=None # with `tiers`: the rank of each tier, e.g. [32, 8]
     alpha:float=16 # LoRA alpha (rsLoRA scaling alpha/sqrt(r))
-    lr_scale:list=(1.0, 1.0) # learning-rate multiplier range, least to most important module (flat: beat SNR multipliers 0.5–2 in the 16-step study, benchmarks/training.html)
-    group:bool=False # let modules whose gradients agree share one adapter (off: no signal chose partners better than random pairs, benchmarks/grouping.html)
-    group_threshold:float=0.9 # cosine similarity needed to share (0.9: only where gradients nearly coincide, benchmarks/grouping.html)
+    lr_scale:list=(1.0, 1.0) # learning-rate multiplier range, least to most important module (flat: benchmarks/training.html)
+    group:bool=False # let modules whose gradients agree share one adapter (off: benchmarks/grouping.html)
+    group_threshold:float=0.9 # cosine similarity of gradients needed to share (benchmarks/grouping.html)
     group_max_size:typing.Optional[int]=None # largest group
     steps:int=40 # optimizer steps
     batch_size:int=4 # examples per step and process
     grad_accum:int=1 # gradient accumulation steps
-    lr:float=3e-3 # base learning rate (times each module's multiplier); 3e-3: the best of 1e-3, 3e-3 and 1e-2 in the budget study (benchmarks/training.html)
+    lr:float=3e-3 # base learning rate, times each module's multiplier (the budget study's best: benchmarks/training.html)
     warmup_steps:int=2 # linear warm-up
     scheduler:str='cosine' # any `transformers` scheduler name: cosine, linear, constant, ...
     weight_decay:float=0.0 # AdamW weight decay
@@ -56,8 +56,8 @@ class TrainConfig:
     seed:int=0 # seed of adapters' initialisation and data order
     gradient_checkpointing:bool=True # recompute activations in the backward pass (non-reentrant)
     chunked_loss:bool=True # loss in chunks over labelled positions only (falls back to the model's loss where unsupported)
-    resize:bool=False # after training: move adapters to the ranks of a re-scanned plan (off: not better in the 16-step study, benchmarks/training.html)
-    resize_steps:int=0 # with resize: train this many more steps at the new ranks, on a fresh schedule (0: 10 more steps raised the demo's eval loss)
+    resize:bool=False # after training: move adapters to the ranks of a re-scanned plan (off: benchmarks/training.html)
+    resize_steps:int=0 # with resize: train this many more steps at the new ranks, on a fresh schedule
     merge:bool=True # write the merged model
     merge_dtype:str='auto' # 'auto' (float16 when weights fit), 'float16' or 'bfloat16'
     merge_check_max_params:int=CHECK_MAX_PARAMS # compare the merged model's logits with the adapter model's for bases up to this size (0: never)
@@ -183,7 +183,7 @@ def _choice_errors(
 )->list[str]: # the problems
     "Names: scheduler, optimizer, dtypes, devices, column roles; and keys that exclude each other"
     rules = [(c.allocation in ALLOCATIONS, f"allocation must be one of {', '.join(ALLOCATIONS)}, got {c.allocation!r}"),
-             (c.tiers is None or c.allocation == 'snr', f"allocation {c.allocation!r} spends a budget: remove tiers and ranks, or leave allocation at 'snr'"),
+             (c.tiers is None or c.allocation == 'snr', f"tiers and ranks place adapters by SNR, but allocation is {c.allocation!r}: add allocation: snr, or remove tiers and ranks to spend a budget"),
              (c.quant_storage in ('uint8', 'bfloat16', 'float16', 'float32'), f"quant_storage must be uint8, bfloat16, float16 or float32, got {c.quant_storage!r}"),
              (c.merge_dtype in MERGE_DTYPES, f"merge_dtype must be {', '.join(MERGE_DTYPES[:-1])} or {MERGE_DTYPES[-1]}, got {c.merge_dtype!r}"),
              (c.compute_dtype in ('auto', 'float32', 'bfloat16', 'float16'), f"compute_dtype must be auto, float32, bfloat16 or float16, got {c.compute_dtype!r}"),

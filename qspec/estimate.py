@@ -15,36 +15,14 @@ from transformers import AutoConfig
 from .core import CHECK_MAX_PARAMS, QspecError, compute_dtype, pick_device
 from .models import resolve_model
 from .quant import nf4_config
-from .snr import SNRResults, model_matrices, split_name
-from .ranks import LoraPlan, allocate, plan_budget, plan_tiers
+from .snr import SNRResults, shape_scan
+from .ranks import LoraPlan, plan_for
 from .config import TrainConfig
-from .stream import checkpoint_params, meta_model
+from .models import meta_model
+from .checkpoint import checkpoint_params
 
 # %% auto #0
-__all__ = ['plan_for', 'shape_scan', 'nf4_layer_bytes', 'weight_bytes', 'Estimate', 'adamw_state_bytes', 'estimate']
-
-# %% ../nbs/06d_estimate.ipynb #063c45d1
-def plan_for(
-    c:TrainConfig, # the run's config
-    snr:SNRResults, # a scan of its model
-)->LoraPlan: # the config's plan: by tiers and ranks when given, else its budget spent by its `allocation`
-    "The plan a config makes from a scan"
-    if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
-    return allocate(plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale)), c.allocation, c.budget, c.alpha)
-
-# %% ../nbs/06d_estimate.ipynb #195f7ff7
-def shape_scan(
-    config, # a transformers config
-)->SNRResults: # one row per matrix the scan would score, with a stand-in SNR
-    "The rows an SNR scan of `config`'s model would have, from shapes alone"
-    m, rows = meta_model(config), []
-    mods = dict(m.named_modules())
-    for i, (name, _) in enumerate(model_matrices(m)):
-        w = mods[name].weight
-        shape = (w.shape[1], w.shape[0]) if type(mods[name]).__name__ == 'Conv1D' else tuple(w.shape)
-        layer, typ = split_name(name)
-        rows.append(dict(module=name, type=typ, layer=layer, shape=shape, snr=float(i + 1), n_signal=0, sigma=0.0, tau=0.0))
-    return SNRResults(rows, name=getattr(config, 'name_or_path', ''))
+__all__ = ['nf4_layer_bytes', 'weight_bytes', 'Estimate', 'adamw_state_bytes', 'estimate']
 
 # %% ../nbs/06d_estimate.ipynb #ae291483
 def nf4_layer_bytes(

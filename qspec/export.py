@@ -12,14 +12,13 @@ import torch
 from safetensors.torch import save_file
 from .core import CHECK_MAX_PARAMS, QspecError, atomic_dir, atomic_file, find_adapter, pick_device
 from .models import resolve_model, load_model, load_tokenizer
-from .stream import merge_checkpoint, checkpoint_params
-from .ranks import LoraPlan
+from .stream import merge_checkpoint
+from .checkpoint import checkpoint_params
 from .portable import PORTABLE, engine_refusal, write_portable, engine_model, served_logits, parity, parity_prompts
 from .llamacpp import QUANT_TYPES, llama_cpp_version, converters, to_gguf, quantize_gguf, lora_to_gguf, gguf_served, modelfile
 
 # %% auto #0
-__all__ = ['TARGETS', 'ENGINES_OF', 'EXACT_FOR', 'export_base', 'check_export', 'adapter_parity', 'gguf_parity', 'export',
-           'plan_peft', 'write_peft_plan', 'init_adapter', 'plan_axolotl', 'axolotl_unfrozen', 'plan_spectrum']
+__all__ = ['TARGETS', 'ENGINES_OF', 'EXACT_FOR', 'export_base', 'check_export', 'adapter_parity', 'gguf_parity', 'export']
 
 # %% ../nbs/08b_export.ipynb #f1bced72
 TARGETS = ('peft', *PORTABLE, 'gguf', 'ollama')
@@ -205,118 +204,3 @@ def export(
         info.update(files=sorted([p.name for p in tmp.iterdir()] + ['parity.json']), serve=_serve_hint(target, base, out, info.get('max_lora_rank'), quant))
         (tmp/'parity.json').write_text(json.dumps(info, indent=1))
     return info
-
-# %% ../nbs/08b_export.ipynb #269b980d
-def _flat_lr(
-    plan:LoraPlan, # a plan
-    fmt:str, # the format, for the message
-):
-    "Refuse a plan whose per-module learning-rate multipliers `fmt` cannot carry"
-    lr = {v['lr_scale'] for v in plan.adapted.values()}
-    if len(lr) > 1: raise QspecError(f"--format {fmt} has one learning rate for every module, but this plan scales it per module "
-                                     f"({min(lr):g}× to {max(lr):g}×); allocate with a flat --lr-scale 1,1, or use --format plan (qspec train reads it)")
-
-# %% ../nbs/08b_export.ipynb #ex0p0010
-def plan_peft(
-    plan:LoraPlan, # a plan
-    base_model:str='', # recorded as base_model_name_or_path
-    task_type:str='CAUSAL_LM', # peft's task type: 'CAUSAL_LM', or 'SEQ_2_SEQ_LM' for encoder-decoder models
-)->dict: # peft's LoraConfig as JSON: `LoraConfig(**d)`
-    "The plan as a peft `LoraConfig`, JSON-ready"
-    _flat_lr(plan, 'peft')
-    cfg = plan.lora_config(); cfg.base_model_name_or_path, cfg.task_type = base_model or None, task_type
-    return json.loads(json.dumps(cfg.to_dict(), default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)))
-
-# %% ../nbs/08b_export.ipynb #ex0p0001
-def write_peft_plan(
-    plan:LoraPlan, # a plan
-    path:str|Path, # the folder to write (replaced atomically)
-    base_model:str='', # the model, as the trainer should load it
-    task_type:str='CAUSAL_LM', # peft's task type
-)->Path: # `path`, holding adapter_config.json and README.md
-    "The plan as a folder `LoraConfig.from_pretrained` reads, with a README saying how to train it"
-    from peft import LoraConfig
-    cfg = LoraConfig(**plan_peft(plan, base_model, task_type))
-    with atomic_dir(path) as tmp:
-        cfg.save_pretrained(tmp)
-        (tmp/'README.md').write_text(f"# qspec plan: {plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules\n\n"
-            f"peft's LoraConfig for {base_model or 'the scanned model'}. Train it with TRL:\n\n```python\nfrom peft import LoraConfig\n"
-            f"from trl import SFTConfig, SFTTrainer\ntrainer = SFTTrainer(model={base_model or 'BASE'!r}, train_dataset=dataset, args=SFTConfig(output_dir='out'),\n"
-            f"                     peft_config=LoraConfig.from_pretrained({str(Path(path).resolve())!r}))\n```\n")
-    return Path(path)
-
-# %% ../nbs/08b_export.ipynb #e0ee7820
-def init_adapter(
-    plan:LoraPlan, # a plan
-    path:str|Path, # the adapter directory to write (replaced atomically)
-    base_model:str='', # recorded as base_model_name_or_path
-    seed:int=0, # random seed of A
-)->Path: # `path`
-    "A freshly initialised peft adapter of the plan (A as peft initialises it, B zero), without loading the model"
-    g, sd = torch.Generator().manual_seed(seed), {}
-    for m, v in plan.adapted.items():
-        a = torch.empty(v['rank'], v['shape'][1])
-        bound = 1 / math.sqrt(a.shape[1])  # kaiming_uniform_(a=sqrt(5)), peft's default for lora_A
-        sd[f'base_model.model.{m}.lora_A.weight'] = a.uniform_(-bound, bound, generator=g)
-        sd[f'base_model.model.{m}.lora_B.weight'] = torch.zeros(v['shape'][0], v['rank'])
-    cfg = plan.lora_config(); cfg.base_model_name_or_path = base_model
-    with atomic_dir(path) as tmp:
-        cfg.save_pretrained(tmp); save_file(sd, str(tmp/'adapter_model.safetensors'), metadata={'format': 'pt'})
-    return Path(path)
-
-# %% ../nbs/08b_export.ipynb #bbdea65f
-def _whole_alphas(
-    plan:LoraPlan, # a plan
-)->dict: # module -> alpha, each an int
-    "The plan's alphas as the whole numbers Axolotl's schema takes, or a `QspecError`"
-    al = {m: v['alpha'] for m, v in plan.adapted.items()}
-    if bad := [m for m, a in al.items() if not float(a).is_integer()]:
-        raise QspecError(f"Axolotl reads lora_alpha and lora_alpha_pattern as whole numbers, but {bad[0]} has alpha {al[bad[0]]}; allocate with a whole --alpha")
-    return {m: int(a) for m, a in al.items()}
-
-# %% ../nbs/08b_export.ipynb #ex0p0011
-def plan_axolotl(
-    plan:LoraPlan, # a plan
-    base_model:str, # the model, as Axolotl should load it (an absolute path or a hub id)
-    adapter_dir:str|None=None, # Axolotl before 0.18: where `init_adapter` wrote the starter adapter; default: native patterns
-)->str: # an Axolotl YAML fragment
-    "The plan as Axolotl config keys: native rank and alpha patterns (Axolotl ≥ 0.18), or QLoRA from a starter adapter"
-    import yaml
-    _flat_lr(plan, 'axolotl')
-    al, esc = _whole_alphas(plan), {m: re.escape(m) for m in plan.adapted}
-    d = dict(base_model=base_model, adapter='qlora', load_in_4bit=True, lora_r=max(v['rank'] for v in plan.adapted.values()),
-             lora_alpha=next(iter(al.values())), lora_dropout=0.0, peft_use_rslora=plan.rslora, lora_target_modules=sorted(plan.adapted))
-    if adapter_dir: d['lora_model_dir'] = str(Path(adapter_dir).resolve())
-    else: d.update(lora_rank_pattern={esc[m]: v['rank'] for m, v in plan.adapted.items()}, lora_alpha_pattern={esc[m]: al[m] for m in plan.adapted})
-    how = (f"# The ranks and alphas per module are in lora_model_dir, a starter adapter (for Axolotl before 0.18).\n" if adapter_dir else
-           "# The ranks and alphas per module are lora_rank_pattern and lora_alpha_pattern (Axolotl 0.18 and later).\n")
-    return f"# qspec plan: {plan.params:,} trainable parameters in {len(plan.adapted)} of {len(plan.modules)} modules.\n" + how + yaml.safe_dump(d, sort_keys=False)
-
-# %% ../nbs/08b_export.ipynb #ex0p0006
-def axolotl_unfrozen(
-    patterns:list[str], # `unfrozen_parameters` entries
-    names, # parameter names of the model
-)->set[str]: # the names Axolotl leaves trainable
-    "The parameters Axolotl's `unfrozen_parameters` selects: `LayerNamePattern` (axolotl/utils/freeze.py) restated"
-    out = set()
-    for p in patterns:
-        m = re.match(r"^(.+)\[([0-9]*)(?::([0-9]*))?\]$", p)  # an optional index range, which selects rows, not names
-        rx = re.compile(re.sub(r"\.(?!\+)", "\\.", m.group(1) if m else p))
-        out |= {n for n in names if rx.match(n)}
-    return out
-
-# %% ../nbs/08b_export.ipynb #13d427eb
-def plan_spectrum(
-    plan:LoraPlan, # a plan
-)->str: # YAML with `unfrozen_parameters`
-    "The plan's modules as Spectrum's `unfrozen_parameters` (as Axolotl reads them): train those weight matrices in full"
-    import yaml
-    _flat_lr(plan, 'spectrum')
-    if bad := [m for m in plan.adapted if not re.fullmatch(r'[\w.]+', m)]: raise QspecError(f"module name {bad[0]!r} is not a plain dotted name; Axolotl's patterns cannot name it")
-    pats = [f'^{m}.weight$' for m in sorted(plan.adapted)]
-    want = {f'{m}.weight' for m in plan.adapted}
-    if (got := axolotl_unfrozen(pats, want | {f'{m}.weight' for m in plan.modules})) != want: raise QspecError(f"the patterns would select {len(got)} weights, not the plan's {len(want)}")
-    full = sum(v['shape'][0] * v['shape'][1] for v in plan.adapted.values())
-    return (f"# qspec plan: the {len(plan.adapted)} modules it adapts, trained in full: {full:,} trainable parameters "
-            f"(the plan's LoRA trains {plan.params:,}).\n# For Axolotl's unfrozen_parameters, which escapes the dots itself.\n" +
-            yaml.safe_dump(dict(unfrozen_parameters=pats)))

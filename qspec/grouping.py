@@ -20,7 +20,7 @@ from .ranks import LoraPlan, apply_plan, load_plan, lora_layers
 
 # %% auto #0
 __all__ = ['gradient_signatures', 'activation_signatures', 'check_threshold', 'cluster', 'Groups', 'signature_groups',
-           'GradientGrouper', 'share_adapters', 'export_peft', 'load_groups', 'save_grouped', 'load_grouped']
+           'GradientGrouper', 'share_adapters', 'load_groups', 'save_grouped', 'load_grouped']
 
 # %% ../nbs/05_grouping.ipynb #4ab00f57
 def _proj(
@@ -255,18 +255,6 @@ def share_adapters(
                 raise QspecError(f"{m} and {g['members'][0]} have adapters of different shapes; build the model from Groups.grouped_plan")
             for f in parts: getattr(l, f'lora_{f}')['default'].weight = getattr(lead, f'lora_{f}')['default'].weight
     return pm
-
-# %% ../nbs/05_grouping.ipynb #634e981a
-def export_peft(
-    pm:PeftModel, # a (possibly grouped) peft model
-    path:str|Path, # directory to write
-)->Path: # `path`
-    "Save as a standard peft adapter, each member of a group holding a copy of the shared weights"
-    sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
-    with atomic_dir(path) as tmp:
-        pm.peft_config['default'].save_pretrained(tmp)
-        save_file(sd, str(tmp/'adapter_model.safetensors'), metadata={'format': 'pt'})
-    return Path(path)
 
 # %% ../nbs/05_grouping.ipynb #c61bd8f7
 @patch

@@ -15,9 +15,9 @@ from .core import QspecError, atomic_dir, cache_dir
 
 # %% auto #0
 __all__ = ['EMBEDDED_ALIAS', 'EMBEDDED_NAME', 'EMBEDDED_PACKAGE', 'EMBEDDED_VERSION', 'EMBEDDED_MODULE', 'EMBEDDED_GGUF',
-           'EMBEDDED_INSTALL', 'ALIASES', 'TINY_ARCHS', 'embedded_gguf', 'embedded_checkpoint', 'resolve_model',
-           'model_reference', 'model_class', 'model_config', 'check_weights', 'load_model', 'load_tokenizer', 'ask',
-           'tiny_config', 'tiny_model', 'save_tiny']
+           'EMBEDDED_INSTALL', 'ALIASES', 'INDEX_FILE', 'TINY_ARCHS', 'embedded_gguf', 'embedded_checkpoint',
+           'resolve_model', 'model_reference', 'model_class', 'model_config', 'weight_files', 'check_weights',
+           'load_model', 'load_tokenizer', 'ask', 'tiny_config', 'tiny_model', 'save_tiny', 'meta_model']
 
 # %% ../nbs/01_models.ipynb #13d2c67a
 EMBEDDED_ALIAS = 'smollm2'
@@ -71,7 +71,8 @@ def embedded_checkpoint(
     return dest
 
 # %% ../nbs/01_models.ipynb #f7545c0c
-_WEIGHTS = ('*.safetensors', 'pytorch_model*.bin', 'model.safetensors.index.json', '*.pt', '*.gguf')  # what counts as weights
+INDEX_FILE = 'model.safetensors.index.json'  # transformers' index of a sharded checkpoint
+_WEIGHTS = ('*.safetensors', 'pytorch_model*.bin', INDEX_FILE, '*.pt', '*.gguf')  # what counts as weights
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')  # 'org/name'
 
 # %% ../nbs/01_models.ipynb #6e100014
@@ -145,17 +146,25 @@ def model_config(
     except Exception as e:
         raise QspecError(f"cannot read {str(path/'config.json')!r} ({_first_line(e)}); copy the model's own config.json there") from None
 
+# %% ../nbs/01_models.ipynb #mo0w0001
+def weight_files(
+    path:Path, # a checkpoint directory
+)->list[Path]: # its safetensors files: those its index names, in order, else every *.safetensors
+    "The safetensors files that hold a checkpoint's weights (none for a `.bin`-only checkpoint)"
+    idx = path/INDEX_FILE
+    if not idx.exists(): return sorted(path.glob('*.safetensors'))
+    try: files = [path/f for f in dict.fromkeys(json.loads(idx.read_text())['weight_map'].values())]
+    except (ValueError, KeyError, TypeError, AttributeError) as e: raise QspecError(f"cannot read {str(idx)!r} ({_first_line(e)}); re-save the checkpoint") from None
+    if missing := [f for f in files if not f.exists()]: raise QspecError(f"{str(idx)!r} names the shard {missing[0].name!r}, which is missing; re-download the checkpoint")
+    return files
+
 # %% ../nbs/01_models.ipynb #m0de0m05
 def check_weights(
     path:Path, # a checkpoint directory
 )->Path: # `path`, once every safetensors file it names has a readable header
     "Refuse a checkpoint whose safetensors files are missing or unreadable, before any loader reads them"
     from safetensors import safe_open
-    idx = path/'model.safetensors.index.json'
-    try: files = sorted({path/f for f in json.loads(idx.read_text())['weight_map'].values()}) if idx.exists() else sorted(path.glob('*.safetensors'))
-    except (ValueError, KeyError, TypeError, AttributeError) as e: raise QspecError(f"cannot read {str(idx)!r} ({_first_line(e)}); re-save the checkpoint") from None
-    for f in files:
-        if not f.exists(): raise QspecError(f"{str(idx)!r} names the shard {f.name!r}, which is missing; re-download the checkpoint")
+    for f in weight_files(path):
         try:
             with safe_open(str(f), 'pt'): pass
         except Exception as e: raise QspecError(f"cannot read {str(f)!r}: not a valid safetensors file ({_first_line(e)}); re-download or re-save it") from None
@@ -244,3 +253,16 @@ def save_tiny(
     path = Path(path)
     with atomic_dir(path) as tmp: tiny_model(arch, seed, **kwargs).save_pretrained(tmp)
     return path
+
+# %% ../nbs/01_models.ipynb #eb83de43
+def meta_model(
+    config, # a transformers config
+    quant=None, # a `BitsAndBytesConfig`: put transformers' own 4-bit layers in place, as a 4-bit load would
+)->nn.Module: # the model on the meta device (no memory)
+    "The model of `config` with no weights allocated; with `quant`, its layers replaced exactly as `from_pretrained` would quantize them"
+    from accelerate import init_empty_weights
+    from transformers.quantizers import AutoHfQuantizer
+    with init_empty_weights(): m = model_class(config).from_config(config)
+    m.tie_weights()  # shared embeddings and head are one parameter, as in a loaded model
+    if quant is not None: AutoHfQuantizer.from_config(quant).preprocess_model(m, device_map={'': 'cpu'}, dtype=quant.bnb_4bit_compute_dtype)
+    return m

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig
 from .core import QspecError, atomic_dir
-from .stream import read_adapter, adapter_tensors
-from .estimate import shape_scan
+from .checkpoint import read_adapter, adapter_tensors
+from .snr import shape_scan
 from .data import pydoc_examples
 from .models import load_model
 from peft import LoraConfig, get_peft_model

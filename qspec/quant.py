@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/quant.html.md"""
 
 # %% ../nbs/02_quant.ipynb #eee155cc
 from __future__ import annotations
-import tempfile, math, copy
+import tempfile, math, copy, json
 from dataclasses import dataclass
 from pathlib import Path
 from .core import QspecError, pick_device
@@ -15,10 +15,11 @@ import bitsandbytes as bnb
 from fastcore.basics import patch
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
-from .models import resolve_model, model_class, model_config, check_weights
+from .models import resolve_model, model_class, model_config, check_weights, meta_model
 
 # %% auto #0
-__all__ = ['KINDS', 'nf4_config', 'load_nf4', 'dequantize', 'MemoryReport', 'memory_report']
+__all__ = ['QUANT_FILE', 'KINDS', 'nf4_config', 'weight_layout', 'quant_settings', 'write_quant_settings', 'load_nf4',
+           'dequantize', 'MemoryReport', 'memory_report']
 
 # %% ../nbs/02_quant.ipynb #320cac40
 def nf4_config(
@@ -31,6 +32,45 @@ def nf4_config(
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=double_quant,
                               bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip_modules,
                               bnb_4bit_quant_storage=quant_storage)
+
+# %% ../nbs/02_quant.ipynb #f572e234
+def weight_layout(
+    config, # the base model's config
+    quantized:bool=True, # whether training loaded the base in NF4
+    skip_modules:list[str]|None=None, # modules kept unquantized (`nf4_config`'s `skip_modules`)
+)->dict: # module name -> dict(quantized=..., transposed=...), for every linear layer
+    "Every linear layer of the model: whether a 4-bit load quantizes it and whether it stores its weight as (in, out)"
+    plain = meta_model(config)
+    conv = {n for n, m in plain.named_modules() if isinstance(m, Conv1D)}
+    mats = {n for n, m in plain.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+    q = {n for n, m in meta_model(config, nf4_config(skip_modules=skip_modules)).named_modules()
+         if isinstance(m, bnb.nn.Linear4bit)} if quantized else set()
+    return {n: dict(quantized=n in q, transposed=n in conv) for n in sorted(mats)}
+
+# %% ../nbs/02_quant.ipynb #032ffeeb
+QUANT_FILE = 'qspec_quant.json'
+
+def quant_settings(
+    adapter:str|Path, # an adapter directory
+)->dict: # quantized, double_quant, train_dtype, skip_modules
+    "How training held the base weights: from the adapter's `qspec_quant.json`, else QLoRA's defaults"
+    d = dict(quantized=True, double_quant=True, train_dtype='bfloat16', skip_modules=None)
+    f = Path(adapter)/QUANT_FILE
+    return dict(d, **json.loads(f.read_text())) if f.exists() else d
+
+# %% ../nbs/02_quant.ipynb #f5228dcb
+def write_quant_settings(
+    adapter:str|Path, # the adapter directory
+    train_dtype:torch.dtype, # the dtype the base was loaded in
+    quantized:bool=True, # NF4 base
+    double_quant:bool=True, # double quantization
+    skip_modules:list[str]|None=None, # modules kept unquantized
+)->Path: # the file written
+    "Record next to an adapter how training held its base, for `merge_checkpoint`"
+    f = Path(adapter)/QUANT_FILE
+    f.write_text(json.dumps(dict(quantized=quantized, double_quant=double_quant, skip_modules=skip_modules,
+                                 train_dtype=str(train_dtype).replace('torch.', '')), indent=1))
+    return f
 
 # %% ../nbs/02_quant.ipynb #0a1b3b00
 def load_nf4(

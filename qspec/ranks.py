@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib, json, math, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from .core import QspecError, atomic_file, check_allocation, check_lr_scale, check_rank_range, check_tiers, read_json
+from safetensors.torch import save_file
+from .core import QspecError, atomic_dir, atomic_file, check_allocation, check_lr_scale, check_rank_range, check_tiers, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from peft import LoraConfig, get_peft_model, PeftModel
+from peft.utils import get_peft_model_state_dict
 from .snr import SNRResults
+from .config import TrainConfig
 
 # %% auto #0
 __all__ = ['importance', 'LoraPlan', 'plan_tiers', 'plan_budget', 'check_monotone', 'deal', 'inverse_plan', 'one_rank_plan',
-           'allocate', 'param_groups', 'check_plan', 'apply_plan', 'lora_layers', 'resize', 'load_plan', 'plot_plans',
-           'adapter_digest']
+           'allocate', 'plan_for', 'param_groups', 'check_plan', 'apply_plan', 'export_peft', 'lora_layers', 'resize',
+           'load_plan', 'plot_plans', 'adapter_digest']
 
 # %% ../nbs/04_ranks.ipynb #f24fd3ee
 def importance(
@@ -246,6 +249,15 @@ def allocate(
     if how == 'snr': return plan
     return inverse_plan(plan) if how == 'inverse' else one_rank_plan(plan, budget, 100 if how == 'uniform' else 25, alpha)
 
+# %% ../nbs/04_ranks.ipynb #063c45d1
+def plan_for(
+    c:TrainConfig, # the run's config
+    snr:SNRResults, # a scan of its model
+)->LoraPlan: # the config's plan: by tiers and ranks when given, else its budget spent by its `allocation`
+    "The plan a config makes from a scan"
+    if c.tiers: return plan_tiers(snr, tuple(c.tiers), tuple(c.ranks), c.alpha, True, tuple(c.lr_scale))
+    return allocate(plan_budget(snr, c.budget, c.min_rank, c.max_rank, 4, c.alpha, True, tuple(c.lr_scale)), c.allocation, c.budget, c.alpha)
+
 # %% ../nbs/04_ranks.ipynb #d1ef957c
 def _module_of(param_name:str)->str:
     "The plan's module name for a LoRA parameter name"
@@ -311,6 +323,18 @@ def apply_plan(
     pm = get_peft_model(model, plan.lora_config())
     if undo: model.disable_input_require_grads()
     return pm
+
+# %% ../nbs/04_ranks.ipynb #634e981a
+def export_peft(
+    pm:PeftModel, # a (possibly grouped) peft model
+    path:str|Path, # directory to write
+)->Path: # `path`
+    "Save as a standard peft adapter, each member of a group holding a copy of the shared weights"
+    sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
+    with atomic_dir(path) as tmp:
+        pm.peft_config['default'].save_pretrained(tmp)
+        save_file(sd, str(tmp/'adapter_model.safetensors'), metadata={'format': 'pt'})
+    return Path(path)
 
 # %% ../nbs/04_ranks.ipynb #892bd5bc
 def lora_layers(

@@ -14,15 +14,15 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import QspecError, atomic_file, check_percent, pick_device, read_json
 import bitsandbytes as bnb
-from safetensors import safe_open
 from transformers.pytorch_utils import Conv1D
-from .models import resolve_model
+from .models import meta_model, resolve_model
 from .quant import dequantize
+from .checkpoint import load_tensor, tensor_index
 
 # %% auto #0
 __all__ = ['METHODS', 'SNRStats', 'spectrum_snr', 'gram', 'gram_singular_values', 'singular_values', 'split_name',
            'checkpoint_matrices', 'effective_weight', 'is_matrix_module', 'model_matrices', 'SNRResults', 'SNRAnalyzer',
-           'load_snr']
+           'shape_scan', 'load_snr']
 
 # %% ../nbs/03_snr.ipynb #dbc8a431
 @dataclass
@@ -96,35 +96,6 @@ def split_name(
         out.append(p)
     return int(parts[idx]), '.'.join(stack + out)
 
-# %% ../nbs/03_snr.ipynb #f00ed225
-def _index(
-    path:Path, # a checkpoint directory
-)->dict[str,Path]|None: # tensor name -> shard, or None without an index
-    "The weight map of a sharded checkpoint's `model.safetensors.index.json`"
-    idx = path/'model.safetensors.index.json'
-    if not idx.exists(): return None
-    try: wm = json.loads(idx.read_text())['weight_map']
-    except (ValueError, KeyError) as e: raise QspecError(f"cannot read {str(idx)!r} ({e}); re-save the checkpoint") from None
-    return {k: path/v for k, v in wm.items()}
-
-# %% ../nbs/03_snr.ipynb #5dc03a57
-def _shards(
-    path:Path, # a .safetensors file, a checkpoint directory, or a sharded one
-)->dict[str,Path]: # tensor name -> the file holding it
-    "tensor name -> safetensors file, for a file, a directory, or a sharded directory"
-    path = Path(path).expanduser()
-    if not path.exists(): raise QspecError(f"{str(path)!r} does not exist; pass a checkpoint directory or a .safetensors file")
-    if path.is_dir() and (wm := _index(path)) is not None: return wm
-    files = sorted(path.glob('*.safetensors')) if path.is_dir() else [path]
-    if not files: raise QspecError(f"no .safetensors files in {str(path)!r}; save the model with save_pretrained(safe_serialization=True), or scan it in memory")
-    res = {}
-    for f in files:
-        if not f.exists(): raise QspecError(f"missing shard {str(f)!r}; re-download the checkpoint")
-        try:
-            with safe_open(str(f), 'pt') as h: res.update({k: f for k in h.keys()})
-        except Exception as e: raise QspecError(f"cannot read {str(f)!r}: not a valid safetensors file ({str(e)[:120]}); re-download or re-save it") from None
-    return res
-
 # %% ../nbs/03_snr.ipynb #18ac0f9d
 def _conv1d_model(
     path:Path, # a checkpoint directory or a file in one
@@ -140,15 +111,11 @@ def checkpoint_matrices(
 ):
     "Yield `(module name, loader)` for every 2-D weight inside a numbered block; `loader()` reads the `(out, in)` matrix"
     path = Path(path).expanduser()
-    shards, transpose = _shards(path), _conv1d_model(path)
-    names = [k for k in shards if k.endswith('.weight') and split_name(k)[0] is not None and not _SKIP.search(k)]
-    ndim = {}
-    for f in sorted(set(shards[k] for k in names)):  # shapes from the headers: 1-D weights (norms) have no spectrum
-        with safe_open(str(f), 'pt') as h: ndim.update({k: len(h.get_slice(k).get_shape()) for k in names if shards[k] == f})
-    names = [k for k in names if ndim[k] == 2]
+    index, transpose = tensor_index(path), _conv1d_model(path)  # shapes from the headers: 1-D weights (norms) have no spectrum
+    names = sorted(k for k, (_, i, _) in index.items() if k.endswith('.weight') and len(i['shape']) == 2 and split_name(k)[0] is not None and not _SKIP.search(k))
     def load(k):
-        with safe_open(str(shards[k]), 'pt') as h: w = h.get_tensor(k)
-        return w.T if transpose and w.ndim == 2 else w
+        w = load_tensor(index[k])
+        return w.T if transpose else w
     for k in names: yield k.removesuffix('.weight'), (lambda k=k: load(k))
 
 # %% ../nbs/03_snr.ipynb #77399d39
@@ -304,6 +271,20 @@ def scan(self:SNRAnalyzer,
         if q: self._solve(q)
     if bad: warnings.warn(f"{len(bad)} matrices hold NaN or inf and were excluded from selection: {', '.join(bad[:5])}")
     return SNRResults(rows, name=self.name)
+
+# %% ../nbs/03_snr.ipynb #195f7ff7
+def shape_scan(
+    config, # a transformers config
+)->SNRResults: # one row per matrix the scan would score, with a stand-in SNR
+    "The rows an SNR scan of `config`'s model would have, from shapes alone"
+    m, rows = meta_model(config), []
+    mods = dict(m.named_modules())
+    for i, (name, _) in enumerate(model_matrices(m)):
+        w = mods[name].weight
+        shape = (w.shape[1], w.shape[0]) if type(mods[name]).__name__ == 'Conv1D' else tuple(w.shape)
+        layer, typ = split_name(name)
+        rows.append(dict(module=name, type=typ, layer=layer, shape=shape, snr=float(i + 1), n_signal=0, sigma=0.0, tau=0.0))
+    return SNRResults(rows, name=getattr(config, 'name_or_path', ''))
 
 # %% ../nbs/03_snr.ipynb #29ce8a88
 @patch

@@ -6,171 +6,19 @@ Docs: https://qspec-dev.github.io/qspec/stream.html.md"""
 
 # %% ../nbs/06c_stream.ipynb #777d37d7
 from __future__ import annotations
-import ctypes, json, math, os, shutil
+import ctypes, os, shutil
 from pathlib import Path
 from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib
 import torch, torch.nn as nn
 import bitsandbytes as bnb
 from fastcore.basics import patch
-from accelerate import init_empty_weights
 from transformers import AutoConfig
-from transformers.quantizers import AutoHfQuantizer
-from transformers.pytorch_utils import Conv1D
-from .models import resolve_model, model_class
-from .quant import nf4_config
+from .models import INDEX_FILE, resolve_model, weight_files
+from .quant import quant_settings, weight_layout
+from .checkpoint import DTYPES, read_adapter, read_header, read_tensor, write_index, write_safetensors
 
 # %% auto #0
-__all__ = ['QUANT_FILE', 'read_header', 'read_tensor', 'write_safetensors', 'meta_model', 'write_shards', 'random_checkpoint',
-           'weight_layout', 'nf4_roundtrip', 'adapter_tensors', 'read_adapter', 'quant_settings',
-           'write_quant_settings', 'merge_checkpoint', 'random_adapter', 'checkpoint_params', 'merge_run']
-
-# %% ../nbs/06c_stream.ipynb #a45e3b61
-_ST = {torch.float16: 'F16', torch.bfloat16: 'BF16', torch.float32: 'F32', torch.float64: 'F64', torch.int64: 'I64',
-       torch.int32: 'I32', torch.int16: 'I16', torch.int8: 'I8', torch.uint8: 'U8', torch.bool: 'BOOL'}
-_TORCH = {v: k for k, v in _ST.items()}
-
-def _nbytes(dt:torch.dtype, shape)->int: return math.prod(shape) * torch.empty((), dtype=dt).element_size()  # bytes of a tensor
-
-# %% ../nbs/06c_stream.ipynb #36ad96f0
-def read_header(
-    path:str|Path, # a .safetensors file
-)->tuple[dict, int]: # (the header without its metadata, the offset where the tensor bytes start)
-    "The tensors a safetensors file holds (dtype, shape, byte range), read without loading them"
-    with open(path, 'rb') as f:
-        n = int.from_bytes(f.read(8), 'little')
-        try: h = json.loads(f.read(n)) if n <= os.path.getsize(path) else None
-        except ValueError: h = None
-        if not isinstance(h, dict): raise QspecError(f"{str(path)!r} is not a safetensors file (its header is not JSON); re-save the checkpoint") from None
-    return {k: v for k, v in h.items() if k != '__metadata__'}, 8 + n
-
-# %% ../nbs/06c_stream.ipynb #5653bf3c
-def read_tensor(
-    f, # the safetensors file, open for binary reading
-    info:dict, # its header's entry for the tensor
-    start:int, # where the tensor bytes start (`read_header`)
-)->torch.Tensor: # the tensor, in memory of its own
-    "One tensor of a safetensors file, read with a plain file read"
-    if info['dtype'] not in _TORCH: raise QspecError(f"unsupported safetensors dtype {info['dtype']!r}")
-    if info['data_offsets'][0] == info['data_offsets'][1]: return torch.empty(info['shape'], dtype=_TORCH[info['dtype']])
-    a, b = info['data_offsets']; f.seek(start + a); buf = bytearray(b - a); f.readinto(buf)
-    return torch.frombuffer(buf, dtype=_TORCH[info['dtype']]).reshape(info['shape'])
-
-# %% ../nbs/06c_stream.ipynb #38767784
-def _header(
-    specs:dict, # name -> (dtype, shape), in file order
-    metadata:dict|None=None, # the file's string metadata
-)->bytes: # the length-prefixed, 8-byte aligned JSON header
-    "The header of a safetensors file holding `specs`"
-    h, off = {}, 0
-    for n, (dt, shape) in specs.items():
-        h[n] = dict(dtype=_ST[dt], shape=list(shape), data_offsets=[off, off + _nbytes(dt, shape)]); off += _nbytes(dt, shape)
-    h['__metadata__'] = metadata or {'format': 'pt'}
-    b = json.dumps(h, separators=(',', ':')).encode()
-    b += b' ' * (-len(b) % 8)
-    return len(b).to_bytes(8, 'little') + b
-
-# %% ../nbs/06c_stream.ipynb #46cc65dc
-def write_safetensors(
-    path:str|Path, # the file to write (replaced atomically)
-    specs:dict, # name -> (dtype, shape) of every tensor, in file order
-    tensors, # iterable of (name, tensor), in the same order, made one at a time
-    metadata:dict|None=None, # the file's string metadata
-)->Path: # `path`
-    "Write a safetensors file whose tensors are produced one after another; only one is ever held"
-    names = iter(specs)
-    with atomic_file(path) as t, open(t, 'wb') as f:
-        f.write(_header(specs, metadata))
-        for n, x in tensors:
-            want = next(names, None)
-            if n != want or x.dtype != specs[n][0] or tuple(x.shape) != tuple(specs[n][1]):
-                raise QspecError(f"tensor {n!r} ({x.dtype}, {tuple(x.shape)}) does not match the header's {want!r} {specs.get(want)}")
-            f.write(memoryview(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
-        if next(names, None) is not None: raise QspecError(f"{path}: fewer tensors than the header lists")
-    return Path(path)
-
-# %% ../nbs/06c_stream.ipynb #eb83de43
-def meta_model(
-    config, # a transformers config
-    quant=None, # a `BitsAndBytesConfig`: put transformers' own 4-bit layers in place, as a 4-bit load would
-)->nn.Module: # the model on the meta device (no memory)
-    "The model of `config` with no weights allocated; with `quant`, its layers replaced exactly as `from_pretrained` would quantize them"
-    with init_empty_weights(): m = model_class(config).from_config(config)
-    m.tie_weights()  # shared embeddings and head are one parameter, as in a loaded model
-    if quant is not None: AutoHfQuantizer.from_config(quant).preprocess_model(m, device_map={'': 'cpu'}, dtype=quant.bnb_4bit_compute_dtype)
-    return m
-
-# %% ../nbs/06c_stream.ipynb #efc9e138
-def _init(
-    name:str, # parameter name
-    shape:torch.Size, # its shape
-    g:torch.Generator, # random generator
-    dtype:torch.dtype, # dtype to store
-)->torch.Tensor: # norms 1, biases 0, matrices N(0, 0.02)
-    "A random weight for a parameter called `name`"
-    if 'norm' in name.lower() or 'ln_' in name: return torch.ones(shape, dtype=dtype)
-    if name.endswith('bias'): return torch.zeros(shape, dtype=dtype)
-    return (torch.randn(shape, generator=g) * 0.02).to(dtype)
-
-# %% ../nbs/06c_stream.ipynb #ba3f0159
-def _shard_plan(
-    specs:dict, # name -> (dtype, shape)
-    shard_mb:float, # largest shard size
-)->list[dict]: # the specs of each shard
-    "Split tensors into consecutive shards of at most `shard_mb` MB (a larger tensor gets a shard of its own)"
-    shards, cur, size = [], {}, 0
-    for n, (dt, shape) in specs.items():
-        if cur and size + _nbytes(dt, shape) > shard_mb * 1e6: shards.append(cur); cur, size = {}, 0
-        cur[n] = (dt, shape); size += _nbytes(dt, shape)
-    return shards + ([cur] if cur else [])
-
-# %% ../nbs/06c_stream.ipynb #1a31ce54
-def write_shards(
-    path:Path, # the checkpoint directory being written
-    specs:dict, # name -> (dtype, shape) of every weight, in order
-    make, # callable: name -> tensor, called once per name, in order
-    shard_mb:float=2000, # largest shard
-)->dict: # the weight map, name -> shard file
-    "Weights as safetensors shards of at most `shard_mb` MB, plus transformers' index when there is more than one"
-    parts = _shard_plan(specs, shard_mb)
-    files = ['model.safetensors'] if len(parts) == 1 else [f'model-{i+1:05d}-of-{len(parts):05d}.safetensors' for i in range(len(parts))]
-    wmap = {}
-    for f, part in zip(files, parts):
-        write_safetensors(path/f, part, ((n, make(n)) for n in part))
-        wmap.update({n: f for n in part})
-    if len(parts) > 1:
-        total = sum(_nbytes(d, s) for d, s in specs.values())
-        (path/'model.safetensors.index.json').write_text(json.dumps(dict(metadata=dict(total_size=total), weight_map=wmap), indent=2))
-    return wmap
-
-# %% ../nbs/06c_stream.ipynb #e9536661
-def random_checkpoint(
-    config, # a transformers config
-    path:str|Path, # directory to write (replaced atomically)
-    shard_mb:float=500, # largest shard, in MB
-    dtype:torch.dtype=torch.bfloat16, # dtype of the stored weights
-    seed:int=0, # random seed
-)->Path: # `path`
-    "A sharded safetensors checkpoint of `config`'s shapes with random weights, written one tensor at a time"
-    m, g = meta_model(config), torch.Generator().manual_seed(seed)
-    specs = {n: (dtype, p.shape) for n, p in m.named_parameters()}  # tied weights once, as save_pretrained stores them
-    with atomic_dir(path) as tmp:
-        write_shards(tmp, specs, lambda n: _init(n, specs[n][1], g, dtype), shard_mb)
-        config.dtype = dtype; config.save_pretrained(tmp)
-    return Path(path)
-
-# %% ../nbs/06c_stream.ipynb #f572e234
-def weight_layout(
-    config, # the base model's config
-    quantized:bool=True, # whether training loaded the base in NF4
-    skip_modules:list[str]|None=None, # modules kept unquantized (`nf4_config`'s `skip_modules`)
-)->dict: # module name -> dict(quantized=..., transposed=...), for every linear layer
-    "Every linear layer of the model: whether a 4-bit load quantizes it and whether it stores its weight as (in, out)"
-    plain = meta_model(config)
-    conv = {n for n, m in plain.named_modules() if isinstance(m, Conv1D)}
-    mats = {n for n, m in plain.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
-    q = {n for n, m in meta_model(config, nf4_config(skip_modules=skip_modules)).named_modules()
-         if isinstance(m, bnb.nn.Linear4bit)} if quantized else set()
-    return {n: dict(quantized=n in q, transposed=n in conv) for n in sorted(mats)}
+__all__ = ['nf4_roundtrip', 'merge_checkpoint', 'merge_run']
 
 # %% ../nbs/06c_stream.ipynb #65178439
 def nf4_roundtrip(
@@ -183,64 +31,6 @@ def nf4_roundtrip(
     q, qs = bnb.functional.quantize_4bit(w.to(device=device, dtype=train_dtype).contiguous(), blocksize=64, compress_statistics=double_quant, quant_type='nf4')
     qs.dtype = torch.float32
     return bnb.functional.dequantize_4bit(q, qs).float()
-
-# %% ../nbs/06c_stream.ipynb #cfd7c0d1
-def adapter_tensors(
-    path:Path, # an adapter directory
-)->dict: # name -> tensor
-    "The tensors of a peft adapter directory"
-    from safetensors.torch import load_file
-    if (path/'adapter_model.safetensors').exists(): return load_file(str(path/'adapter_model.safetensors'))
-    if (path/'adapter_model.bin').exists(): return torch.load(path/'adapter_model.bin', map_location='cpu', weights_only=True)
-    raise QspecError(f"no adapter_model.safetensors in {str(path)!r}; pass a directory written by peft's save_pretrained or a run's adapter/")
-
-# %% ../nbs/06c_stream.ipynb #659200b0
-def read_adapter(
-    path:str|Path, # a peft LoRA adapter directory (a qspec run's `adapter/`, or any)
-)->dict: # module name -> (A (r, in), B (out, r), scale)
-    "Each adapted module's LoRA matrices and the scale peft applies to `B @ A`"
-    from peft import LoraConfig
-    from peft.utils.other import get_pattern_key
-    path = Path(path)
-    if not (path/'adapter_config.json').exists(): raise QspecError(f"{str(path)!r} is not a peft adapter (no adapter_config.json)")
-    cfg, sd = LoraConfig.from_pretrained(str(path)), adapter_tensors(path)
-    odd = sorted({k for k in sd if '.lora_A.' not in k and '.lora_B.' not in k})
-    if odd: raise QspecError(f"the adapter holds more than LoRA matrices on linear layers (e.g. {odd[0]!r}); merge it in memory with peft's merge_and_unload")
-    out = {}
-    for k in sorted(sd):
-        if '.lora_A.' not in k: continue
-        mod = k.split('.lora_A.')[0].removeprefix('base_model.model.')
-        a, b = sd[k], sd[k.replace('.lora_A.', '.lora_B.')]
-        r = cfg.rank_pattern.get(get_pattern_key(cfg.rank_pattern.keys(), mod), cfg.r)
-        alpha = cfg.alpha_pattern.get(get_pattern_key(cfg.alpha_pattern.keys(), mod), cfg.lora_alpha)
-        if a.shape[0] != r: raise QspecError(f"{mod}: lora_A has rank {a.shape[0]} but adapter_config.json says {r}")
-        out[mod] = (a, b, alpha / (math.sqrt(r) if cfg.use_rslora else r))
-    return out
-
-# %% ../nbs/06c_stream.ipynb #032ffeeb
-QUANT_FILE = 'qspec_quant.json'
-
-def quant_settings(
-    adapter:str|Path, # an adapter directory
-)->dict: # quantized, double_quant, train_dtype, skip_modules
-    "How training held the base weights: from the adapter's `qspec_quant.json`, else QLoRA's defaults"
-    d = dict(quantized=True, double_quant=True, train_dtype='bfloat16', skip_modules=None)
-    f = Path(adapter)/QUANT_FILE
-    return dict(d, **json.loads(f.read_text())) if f.exists() else d
-
-# %% ../nbs/06c_stream.ipynb #f5228dcb
-def write_quant_settings(
-    adapter:str|Path, # the adapter directory
-    train_dtype:torch.dtype, # the dtype the base was loaded in
-    quantized:bool=True, # NF4 base
-    double_quant:bool=True, # double quantization
-    skip_modules:list[str]|None=None, # modules kept unquantized
-)->Path: # the file written
-    "Record next to an adapter how training held its base, for `merge_checkpoint`"
-    f = Path(adapter)/QUANT_FILE
-    f.write_text(json.dumps(dict(quantized=quantized, double_quant=double_quant, skip_modules=skip_modules,
-                                 train_dtype=str(train_dtype).replace('torch.', '')), indent=1))
-    return f
 
 # %% ../nbs/06c_stream.ipynb #e5f340f0
 class _Retry(Exception): "A merged weight left float16's range"
@@ -276,19 +66,16 @@ def _merged_tensor(
 def _shards(
     path:Path, # a checkpoint directory
 )->list[Path]: # its safetensors files, in order
-    "The safetensors weight files of a checkpoint directory"
-    idx = path/'model.safetensors.index.json'
-    if idx.exists(): return [path/f for f in dict.fromkeys(json.loads(idx.read_text())['weight_map'].values())]
-    files = sorted(path.glob('*.safetensors'))
-    if not files: raise QspecError(f"{str(path)!r} holds no safetensors weights; re-save it with save_pretrained (safe_serialization=True)")
-    return files
+    "The safetensors weight files of a checkpoint directory (`weight_files`), refusing a checkpoint without any"
+    if files := weight_files(path): return files
+    raise QspecError(f"{str(path)!r} holds no safetensors weights; re-save it with save_pretrained (safe_serialization=True)")
 
 # %% ../nbs/06c_stream.ipynb #96d91908
 def _extras(
     path:Path, # a checkpoint directory
 )->list[Path]: # files to copy next to the merged weights
     "Tokenizer and generation files of a checkpoint (not weights, index or config)"
-    skip = {'config.json', 'model.safetensors.index.json', 'qspec.json'}
+    skip = {'config.json', INDEX_FILE, 'qspec.json'}
     return [f for f in path.iterdir() if f.is_file() and f.name not in skip and f.suffix not in ('.safetensors', '.bin', '.pt', '.gguf')]
 
 # %% ../nbs/06c_stream.ipynb #9cbe7917
@@ -301,7 +88,7 @@ def _merge_files(
     wmap, seen = {}, set()
     for shard in _shards(src):
         h, start = read_header(shard)
-        specs = {n: (ctx['out_dtype'] if _TORCH[i['dtype']].is_floating_point else _TORCH[i['dtype']], i['shape']) for n, i in h.items()}
+        specs = {n: (ctx['out_dtype'] if DTYPES[i['dtype']].is_floating_point else DTYPES[i['dtype']], i['shape']) for n, i in h.items()}
         with open(shard, 'rb') as f:
             def tensors():
                 for n in specs:
@@ -368,45 +155,11 @@ def _finish(
     out_dtype:torch.dtype, # the merged dtype
 ):
     "The index (for several shards), the config without quantization, and the base's tokenizer and generation files"
-    if len(set(wmap.values())) > 1:
-        total = sum(os.path.getsize(tmp/f) for f in set(wmap.values()))
-        (tmp/'model.safetensors.index.json').write_text(json.dumps(dict(metadata=dict(total_size=total), weight_map=wmap), indent=2))
+    if len(set(wmap.values())) > 1: write_index(tmp, wmap)
     if hasattr(cfg, 'quantization_config'): del cfg.quantization_config
     cfg.dtype = out_dtype
     cfg.save_pretrained(tmp)
     for f in _extras(src): shutil.copyfile(f, tmp/f.name)  # the contents, with the mode the umask gives (not the source's)
-
-# %% ../nbs/06c_stream.ipynb #6550dbcf
-def random_adapter(
-    base:str|Path, # a checkpoint directory (safetensors)
-    path:str|Path, # the adapter directory to write (replaced atomically)
-    r:int=16, # rank of every adapter
-    alpha:float=16, # LoRA alpha (rsLoRA scaling alpha/sqrt(r))
-    seed:int=0, # random seed
-)->Path: # `path`
-    "A random rsLoRA adapter of rank `r` on every layer a 4-bit load quantizes, as peft saves one"
-    from peft import LoraConfig
-    from safetensors.torch import save_file
-    base, g = resolve_model(base), torch.Generator().manual_seed(seed)
-    lay = {n: l for n, l in weight_layout(AutoConfig.from_pretrained(base)).items() if l['quantized']}
-    shapes = {n: i['shape'] for s in _shards(base) for n, i in read_header(s)[0].items()}
-    sd = {}
-    for n, l in lay.items():
-        out, inn = reversed(shapes[n + '.weight']) if l['transposed'] else shapes[n + '.weight']
-        sd[f'base_model.model.{n}.lora_A.weight'] = torch.randn(r, inn, generator=g) / math.sqrt(inn)
-        sd[f'base_model.model.{n}.lora_B.weight'] = torch.randn(out, r, generator=g) * 0.01
-    with atomic_dir(path) as tmp:
-        LoraConfig(r=r, lora_alpha=alpha, use_rslora=True, target_modules=sorted({n.rsplit('.', 1)[-1] for n in lay}),
-                   fan_in_fan_out=any(l['transposed'] for l in lay.values())).save_pretrained(tmp)
-        save_file(sd, str(tmp/'adapter_model.safetensors'), metadata={'format': 'pt'})
-    return Path(path)
-
-# %% ../nbs/06c_stream.ipynb #55fcd5c3
-def checkpoint_params(
-    path:str|Path, # a checkpoint directory with safetensors weights
-)->int: # number of stored weights
-    "How many parameters a checkpoint stores, read from its safetensors headers"
-    return sum(math.prod(i['shape']) for s in _shards(Path(path)) for i in read_header(s)[0].values())
 
 # %% ../nbs/06c_stream.ipynb #e2b844c3
 def merge_run(

@@ -16,12 +16,14 @@ from . import models
 from .models import load_tokenizer, model_config, resolve_model
 from .data import token_batches, train_val_examples
 from .snr import SNRAnalyzer, SNRResults, load_snr
-from .ranks import LoraPlan, adapter_digest, load_plan, plot_plans, resize
-from .grouping import Groups, GradientGrouper, export_peft, load_groups
+from .ranks import LoraPlan, adapter_digest, export_peft, load_plan, plan_for, plot_plans, resize
+from .grouping import Groups, GradientGrouper, load_groups
 from .merge import check_merged
-from .stream import checkpoint_params, merge_run, write_quant_settings
+from .stream import merge_run
+from .checkpoint import checkpoint_params
+from .quant import write_quant_settings
 from .config import TrainConfig, check_config, load_config
-from .estimate import estimate, plan_for
+from .estimate import estimate
 from .trainer import QspecTrainer, adapt, fit_plan, load_base, make_trainer, plot_losses
 
 # %% auto #0

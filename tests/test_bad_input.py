@@ -35,7 +35,7 @@ BAD_CONFIGS = {  # YAML text -> part of the message
     'merge_check_max_params: -1': 'merge_check_max_params must be 0 or more',
     'val_fraction: 1.5': 'val_fraction must be in (0, 1)',
     'allocation: flat': 'allocation must be one of snr, inverse, uniform, spectrum',
-    'allocation: uniform\ntiers: [25]\nranks: [8]': "allocation 'uniform' spends a budget",
+    'allocation: uniform\ntiers: [25]\nranks: [8]': "add allocation: snr, or remove tiers and ranks",
     'group: true\nresize: true': 'group and resize cannot be combined',
     'group_threshold: 2': 'group_threshold must be in [-1, 1]',
     'group_max_size: 1': 'group_max_size must be at least 2',
@@ -126,7 +126,7 @@ def test_missing_data_and_columns(tmp_path):
 def test_bad_merges(tmp_path):
     "An adapter for another model, a base that is not there, --out over an input: refused before anything is written"
     from qspec.models import save_tiny
-    from qspec.stream import random_adapter
+    from qspec.checkpoint import random_adapter
     save_tiny('llama', tmp_path/'a'); save_tiny('gpt2', tmp_path/'b')
     random_adapter(tmp_path/'a', tmp_path/'ad')
     out = tmp_path/'merged'
@@ -140,7 +140,7 @@ def test_bad_exports(tmp_path, monkeypatch):
     "Targets that cannot take the adapter, a missing llama.cpp, bad types: one line, exit 2, nothing written"
     import json
     from qspec.models import save_tiny
-    from qspec.stream import random_adapter
+    from qspec.checkpoint import random_adapter
     save_tiny('llama', tmp_path/'a'); random_adapter(tmp_path/'a', tmp_path/'ad', r=4)
     out = tmp_path/'export'
     refused(out, 'export', tmp_path/'ad', '--target', 'gguf', '--quant', 'q3', '--out', out, '--base', tmp_path/'a', contains="unknown quantized type 'q3'")

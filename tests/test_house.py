@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
 import house
 
-METHOD_PAGES = ['02_quant.ipynb', '03_snr.ipynb', '04_ranks.ipynb', '05_grouping.ipynb', '06b_merge.ipynb', '07_train.ipynb']
+METHOD_PAGES = ['02_quant.ipynb', '02a_checkpoint.ipynb', '03_snr.ipynb', '04_ranks.ipynb', '04a_handoff.ipynb', '05_grouping.ipynb', '06b_merge.ipynb', '07_train.ipynb']
 
 
 @pytest.fixture(scope='module')
@@ -35,6 +35,21 @@ def test_modules_keep_to_their_own(stats):
     assert not stats['backward_imports'], stats['backward_imports']
     assert stats['train_lines'] <= 350, stats['train_lines']
     assert {'config', 'data'} <= {p.stem for p in house.PKG.glob('*.py')}
+
+
+def test_one_room_per_job():
+    "Checkpoint and adapter files are read in `checkpoint` alone; the memory estimate is a leaf that only the run and the CLI import"
+    assert (house.PKG/'checkpoint.py').exists()
+    readers = ('safe_open', 'index.json', 'load_file(', 'frombuffer', 'def read_header', 'def read_adapter')
+    for m in ('stream', 'snr', 'cli'):
+        src = (house.PKG/f'{m}.py').read_text()
+        assert not [r for r in readers if r in src], (m, [r for r in readers if r in src])
+    users = sorted(p.stem for p in house.PKG.glob('*.py') if p.stem != 'estimate' and 'estimate' in house.sibling_imports(p.read_text()))
+    assert users == ['cli', 'train'], users
+    for name, home in [('plan_for', 'ranks'), ('export_peft', 'ranks'), ('shape_scan', 'snr'), ('meta_model', 'models'),
+                       ('write_quant_settings', 'quant'), ('random_checkpoint', 'checkpoint'), ('plan_axolotl', 'handoff')]:
+        defs = [p.stem for p in house.PKG.glob('*.py') if f'def {name}(' in p.read_text()]
+        assert defs == [home], (name, defs)
 
 
 @pytest.mark.parametrize('page', METHOD_PAGES)

@@ -7,7 +7,9 @@ For every module notebook (`nbs/NN*_*.ipynb` with a `default_exp`):
   code cell that is not only imports, `show_doc` calls or the closing `nbdev_export`);
 - where the first picture (a PNG output) is, against the first `show_doc`-documented reference section.
 And for the package: which public symbols (`__all__`, their public methods and properties) lack docments, and
-which modules import another module's underscore names.
+which modules import another module's underscore names. For every notebook under `nbs/` (tutorials and benchmark
+pages included), its saved outputs: none over 50 KB, no progress-bar streams (progress is off at the source in test
+runs: `TQDM_DISABLE=1`, set by `conftest.py` and `make notebooks`), no image over 2 megapixels, no temporary paths.
 
 Usage: `python tools/house.py` prints the figures; `tests/test_house.py` holds the project to them.
 """
@@ -143,7 +145,7 @@ def private_imports() -> list[str]:
 def _module_name(nb: Path) -> str: return re.search(r'#\| default_exp (\w+)', nb.read_text())[1]
 
 
-def _sibling_imports(src: str) -> set[str]:
+def sibling_imports(src: str) -> set[str]:
     "The qspec modules a module's source imports, at the top or inside functions"
     out = set()
     for node in ast.walk(ast.parse(src)):
@@ -158,8 +160,41 @@ def _sibling_imports(src: str) -> set[str]:
 def backward_imports() -> list[str]:
     "Imports of a qspec module that comes at or after the importer in the notebooks' order (the graph must be acyclic and forward)"
     order = {_module_name(nb): i for i, nb in enumerate(module_notebooks())}
-    return sorted(f'{m} imports {d}' for m, i in order.items() for d in _sibling_imports((PKG/f'{m}.py').read_text())
+    return sorted(f'{m} imports {d}' for m, i in order.items() for d in sibling_imports((PKG/f'{m}.py').read_text())
                   if d in order and d != m and order[d] >= i)
+
+
+MAX_OUTPUT, MAX_PIXELS = 50_000, 2_000_000
+_BAR = re.compile(r'\r|\d+%\|[^|\n]*\||\[\d+:\d+<|it/s\]|s/it\]')  # tqdm's carriage returns, bars and rates
+_TMP = re.compile(r'/tmp/|/var/folders/|\\Temp\\|tmp[a-z0-9_]{6,}')  # tempfile's directories and names
+
+
+def _png_pixels(b64: str) -> int:
+    "Width times height of a base64 PNG, from its header"
+    import base64
+    head = base64.b64decode(b64[:64])
+    return int.from_bytes(head[16:20], 'big') * int.from_bytes(head[20:24], 'big')
+
+
+def output_problems(nb: Path) -> list[str]:
+    "What breaks the output rules in a notebook's saved outputs: size, progress bars, large images, temporary paths"
+    out = []
+    for i, c in enumerate(json.loads(nb.read_text())['cells']):
+        for o in c.get('outputs', []):
+            size, where = len(json.dumps(o)), f'{nb.resolve().relative_to(NBS)}[{i}]'
+            if size > MAX_OUTPUT: out.append(f'{where}: an output of {size / 1000:.0f} KB')
+            texts = [o.get('text', '')] + [v for k, v in o.get('data', {}).items() if k.startswith('text/')]
+            text = ''.join(''.join(t) if isinstance(t, list) else t for t in texts)
+            if o.get('output_type') == 'stream' and _BAR.search(text): out.append(f'{where}: a progress-bar stream')
+            if 'application/vnd.jupyter.widget-view+json' in o.get('data', {}): out.append(f'{where}: a widget (progress bar) output')
+            if _TMP.search(text): out.append(f'{where}: a temporary path ({_TMP.search(text)[0]})')
+            if (png := o.get('data', {}).get('image/png')) and (px := _png_pixels(''.join(png))) > MAX_PIXELS: out.append(f'{where}: an image of {px / 1e6:.1f} MP')
+    return out
+
+
+def all_notebooks() -> list[Path]:
+    "Every notebook of the docs site"
+    return sorted(p for p in NBS.rglob('*.ipynb') if not any(part.startswith(('_', '.')) for part in p.relative_to(NBS).parts))
 
 
 def summary() -> dict:
@@ -174,7 +209,8 @@ def summary() -> dict:
                 no_picture_first=[nb.name for nb in module_notebooks() if not picture_before_reference(nb)],
                 missing_docments=docments_report(), not_on_page=on_docs_page(), private_imports=private_imports(),
                 backward_imports=backward_imports(),
-                train_lines=len((PKG/'train.py').read_text().splitlines()))
+                train_lines=len((PKG/'train.py').read_text().splitlines()),
+                output_problems=[p for nb in all_notebooks() for p in output_problems(nb)])
 
 
 if __name__ == '__main__':
