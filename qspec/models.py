@@ -258,7 +258,7 @@ def save_tiny(
 def meta_model(
     config, # a transformers config
     quant=None, # a `BitsAndBytesConfig`: put transformers' own 4-bit layers in place, as a 4-bit load would
-)->nn.Module: # the model on the meta device (no memory)
+)->torch.nn.Module: # the model on the meta device (no memory)
     "The model of `config` with no weights allocated; with `quant`, its layers replaced exactly as `from_pretrained` would quantize them"
     from accelerate import init_empty_weights
     from transformers.quantizers import AutoHfQuantizer
