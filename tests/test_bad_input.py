@@ -192,7 +192,7 @@ ARGS = [  # argv -> message; nothing of these reaches a model
     (['export', '{tmp}', '--target', 'vllm', '--out', '{out}', '--check', 'maybe'], "invalid choice: 'maybe'"),
     (['allocate', 'snr.json', '--budget', '100', '--format', 'unsloth', '--out', '{out}'], "invalid choice: 'unsloth'"),
     (['allocate', 'snr.json', '--budget', '100', '--allocation', 'flat', '--out', '{out}'], "invalid choice: 'flat'"),
-    (['allocate', 'snr.json', '--tiers', '25', '--ranks', '8', '--allocation', 'uniform', '--out', '{out}'], '--allocation uniform spends a budget'),
+    (['allocate', 'snr.json', '--tiers', '25', '--ranks', '8', '--allocation', 'uniform', '--out', '{out}'], 'but --allocation is uniform: add --allocation snr'),
     (['allocate', 'snr.json', '--budget', '100', '--format', 'peft', '--lr-scale', '0.5,2', '--out', '{out}'], '--format peft has one learning rate for every module'),
     (['allocate', 'snr.json', '--budget', '100', '--starter-adapter', '--out', '{out}'], '--starter-adapter is for --format axolotl'),
     (['compare', '{tmp}/none.yaml', '--out', '{out}'], 'no config file'),
@@ -240,6 +240,6 @@ def test_bad_model_dirs(tmp_path):
     (tmp_path/'c.yaml').write_text(f'out: {out}\nmodel: {d}\ndevice: cpu\nsteps: 1\n')
     refused(out, 'train', tmp_path/'c.yaml', contains='it has no tokenizer files')  # corrupt weights and no tokenizer: not sentencepiece's traceback
     load_tokenizer('smollm2').save_pretrained(d)
-    refused(out, 'train', tmp_path/'c.yaml', contains='model.safetensors\' is not a safetensors file')  # the weights, where their header is first read
+    refused(out, 'train', tmp_path/'c.yaml', contains='model.safetensors\': not a valid safetensors file')  # the weights, where their header is first read
     (d/'config.json').write_text('{"model_type": "llama", ')
     refused(out, 'train', tmp_path/'c.yaml', contains=f"cannot read {str(d/'config.json')!r}")
