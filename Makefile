@@ -81,6 +81,7 @@ bench: setup
 # Run every notebook and save its outputs (for the docs), then clean them.
 notebooks: setup
 	TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 $(BIN)/nbdev-test --flags slow --save
+	$(BIN)/python tools/house.py --compact
 	$(BIN)/nbdev-clean
 
 clean:

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from transformers import TrainerCallback
-from .core import QspecError, atomic_dir, memory_mib, peak_memory_mib, reset_peak_memory, rss_mib, save_png
+from .core import QspecError, atomic_dir, memory_mib, peak_memory_mib, reset_peak_memory, rss_mib, save_png, show_progress
 from .config import TrainConfig, check_config, load_config
 from .data import token_batches
 from .grouping import Groups, GradientGrouper, activation_signatures, gradient_signatures, signature_groups
@@ -526,7 +526,7 @@ def check_study(
         if not l or any(not (isinstance(x, (int, float)) and x > 0) for x in l): raise QspecError(f"learning rates must be positive numbers, got {l}")
 
 # %% ../nbs/07a_compare.ipynb #4fbaca8b
-@dataclass
+@dataclass(repr=False)
 class Comparison:
     "The results of `compare`: every arm's runs, and how each differs from the reference arm"
     arms:dict # arm -> dict(grid, best_lr, runs, peak_mib, base_loss)
@@ -535,6 +535,9 @@ class Comparison:
     seconds:float=0.0 # wall time of the study
     delta:float|None=None # equivalence margin in eval loss (None: `delta_share` of what the best arm's training gained)
     delta_share:float=0.02 # the default margin's share of the loss the best arm's training removed from the base model
+
+    def __repr__(self): # one line: the arms and the seeds (the table is `_repr_markdown_`)
+        return f"Comparison({', '.join(self.arms)}; reference {self.reference}; {max((len(d['runs']) for d in self.arms.values()), default=0)} runs per arm)"
 
 # %% ../nbs/07a_compare.ipynb #cm0p0015
 @patch
@@ -657,7 +660,7 @@ def compare(
     check_study(arms, seeds, lrs)
     store = store if store is not None else Path(out)/'runs.jsonl' if out is not None else None
     t0, keys, res = time.perf_counter(), asdict(c), {}
-    for a in tqdm(arms, desc='arms', disable=not progress): res[a] = arm_process(keys, a, list(lrs[a] if isinstance(lrs, dict) else lrs), seeds, store)
+    for a in tqdm(arms, desc='arms', disable=not show_progress(progress)): res[a] = arm_process(keys, a, list(lrs[a] if isinstance(lrs, dict) else lrs), seeds, store)
     cmp = Comparison(res, 'snr' if 'snr' in res else arms[0], keys, time.perf_counter() - t0, delta)
     if out is not None: cmp.save(out)
     return cmp

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 import yaml
 from fastcore.docments import docments
-from .core import ALLOCATIONS, CHECK_MAX_PARAMS, MERGE_DTYPES, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device
+from .core import ALLOCATIONS, CHECK_MAX_PARAMS, MERGE_DTYPES, QspecError, check_device_name, check_lr_scale, check_rank_range, check_tiers, pick_device, show_progress
 
 # %% auto #0
 __all__ = ['TrainConfig', 'check_keys', 'enum_values', 'check_config', 'load_config', 'mixed_precision', 'training_arguments',
@@ -273,7 +273,7 @@ def training_arguments(
         weight_decay=c.weight_decay, optim=c.optim if c.optim != 'auto' else 'paged_adamw_8bit' if cuda else 'adamw_torch',
         eval_strategy='steps', eval_steps=c.eval_steps, save_strategy='steps', save_steps=c.save_steps, logging_steps=c.logging_steps,
         seed=c.seed, data_seed=c.seed, report_to=[], remove_unused_columns=False, label_names=['labels'], prediction_loss_only=True,
-        dataloader_num_workers=0, use_cpu=not cuda, **mixed_precision(device, dtype), disable_tqdm=not progress,
+        dataloader_num_workers=0, use_cpu=not cuda, **mixed_precision(device, dtype), disable_tqdm=not show_progress(progress),
         ddp_backend='gloo' if world > 1 and not cuda else None, ddp_find_unused_parameters=False, ddp_timeout=c.ddp_timeout, save_only_model=False, log_level='warning')
     if cuda and world == 1: _one_device(args, device)
     return args

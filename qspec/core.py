@@ -6,7 +6,7 @@ Docs: https://qspec-dev.github.io/qspec/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #5d50ac7a
 from __future__ import annotations
-import errno, os, re, json, shutil, logging, tempfile, contextlib
+import errno, os, re, sys, json, shutil, logging, tempfile, contextlib
 from pathlib import Path
 
 # %% auto #0
@@ -14,7 +14,7 @@ __all__ = ['ALLOCATIONS', 'MERGE_DTYPES', 'CHECK_MAX_PARAMS', 'QspecError', 'ato
            'find_adapter', 'check_device_name', 'pick_device', 'compute_dtype', 'check_percent', 'check_tiers',
            'check_rank_range', 'check_lr_scale', 'check_allocation', 'check_merge_dtype', 'quiet_bitsandbytes',
            'cache_dir', 'peak_memory_mib', 'rss_mib', 'memory_mib', 'reset_peak_memory', 'init_distributed',
-           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png']
+           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png', 'show_progress']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -356,11 +356,19 @@ def save_png(
     draw, # callable drawing the figure; returns an axes or a figure
     dpi:int=120, # resolution
 )->Path: # `path`
-    "Draw with matplotlib's Agg backend and write the figure to `path` atomically"
-    import matplotlib; matplotlib.use('Agg')
+    "Draw a figure and write it to `path` atomically; the figure is closed, so a notebook does not show it twice"
+    import matplotlib
+    if 'matplotlib.pyplot' not in sys.modules: matplotlib.use('Agg')  # a command: no window; a notebook keeps its inline backend
     import matplotlib.pyplot as plt
     r = draw()
     fig = r if isinstance(r, plt.Figure) else r.figure
     with atomic_file(path) as t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight')
     plt.close(fig)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #c0pb0002
+def show_progress(
+    progress:bool, # what the caller asked for
+)->bool: # whether to draw the bar
+    "Progress bars when asked for, unless `TQDM_DISABLE` turns them off"
+    return bool(progress) and os.environ.get('TQDM_DISABLE', '').lower() not in ('1', 'true', 'yes')

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, math, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from .core import QspecError, atomic_dir, atomic_file, read_json
+from .core import QspecError, atomic_dir, atomic_file, read_json, show_progress
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
@@ -72,7 +72,7 @@ def gradient_signatures(
         hooks = [named[m].register_forward_hook(fwd(m)) for m in modules]
         dev = next(model.parameters()).device
         enc_dec = getattr(model.config, 'is_encoder_decoder', False)
-        for b in tqdm(batches, desc='gradient signatures', disable=not progress, leave=False):
+        for b in tqdm(batches, desc='gradient signatures', disable=not show_progress(progress), leave=False):
             b = b.to(dev)
             kw = dict(decoder_input_ids=b) if enc_dec else {}
             model(input_ids=b, labels=b, **kw).loss.backward()
@@ -104,7 +104,7 @@ def activation_signatures(
     kw = (lambda b: dict(decoder_input_ids=b)) if getattr(model.config, 'is_encoder_decoder', False) else (lambda b: {})
     try:
         with torch.no_grad():
-            for b in tqdm(batches, desc='activation signatures', disable=not progress, leave=False): model(input_ids=b.to(dev), **kw(b.to(dev)))
+            for b in tqdm(batches, desc='activation signatures', disable=not show_progress(progress), leave=False): model(input_ids=b.to(dev), **kw(b.to(dev)))
     finally:
         for h in hooks: h.remove()
     return {m: sig[m].flatten().cpu() if m in sig else torch.zeros(k * k) for m in modules}
@@ -318,6 +318,7 @@ def _similarity(self:Groups, type:str)->tuple[list[str], torch.Tensor]: # (modul
 def heatmap(self:Groups,
     type:str, # a module type
     ax=None, # matplotlib axes
+    colorbar:bool=True, # draw its colour bar (`heatmaps` draws one for every type)
 ): # the axes
     "Cosine similarity of a type's gradients, layer by layer, with its groups outlined"
     import matplotlib.pyplot as plt
@@ -331,8 +332,8 @@ def heatmap(self:Groups,
     for g in self.groups:
         idx = sorted(ms.index(m) for m in g['members'] if m in ms)
         if len(idx) > 1: ax.add_patch(Rectangle((idx[0] - .5, idx[0] - .5), idx[-1] - idx[0] + 1, idx[-1] - idx[0] + 1, fill=False, ec='k', lw=1.5))
-    ax.figure.colorbar(im, ax=ax, label='gradient cosine similarity')
-    ax.set_xlabel('layer'); ax.set_ylabel('layer'); ax.set_title(f'{type} (boxes: groups)')
+    if colorbar: ax.figure.colorbar(im, ax=ax, label='gradient cosine similarity')
+    ax.set_xlabel('layer'); ax.set_ylabel('layer'); ax.set_title(f'{type} (boxes: groups)' if colorbar else type)
     return ax
 
 # %% ../nbs/05_grouping.ipynb #8fcd74ea
@@ -371,8 +372,9 @@ def heatmaps(self:Groups,
     ts = list(self.similarity)
     if not ts: raise QspecError("no similarities to draw: every adapted module had an all-zero gradient")
     rows = math.ceil(len(ts) / cols)
-    fig, axs = plt.subplots(rows, min(cols, len(ts)), figsize=(5 * min(cols, len(ts)), 4.2 * rows), squeeze=False)
+    fig, axs = plt.subplots(rows, min(cols, len(ts)), figsize=(3 * min(cols, len(ts)) + 1, 3 * rows), squeeze=False, layout='constrained')
     for ax in axs.flat[len(ts):]: ax.set_axis_off()
-    for t, ax in zip(ts, axs.flat): self.heatmap(t, ax=ax)
-    fig.tight_layout()
+    for t, ax in zip(ts, axs.flat): self.heatmap(t, ax=ax, colorbar=False)
+    fig.colorbar(axs.flat[0].images[0], ax=axs, shrink=0.7, label='gradient cosine similarity')
+    fig.suptitle('gradients of same-type modules, layer by layer (boxes: groups)')
     return fig

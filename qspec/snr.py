@@ -12,7 +12,7 @@ from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import QspecError, atomic_file, check_percent, pick_device, read_json
+from .core import QspecError, atomic_file, check_percent, pick_device, read_json, show_progress
 import bitsandbytes as bnb
 from transformers.pytorch_utils import Conv1D
 from .models import meta_model, resolve_model
@@ -250,7 +250,7 @@ def scan(self:SNRAnalyzer,
 )->SNRResults: # one row per matrix
     "Score every matrix (of the chosen types) and return the results"
     todo, rows, bad, pending = self._todo(), [], [], {}
-    with tqdm(total=len(todo), desc='SNR scan', disable=not self.progress, leave=False) as bar:
+    with tqdm(total=len(todo), desc='SNR scan', disable=not show_progress(self.progress), leave=False) as bar:
         for name, layer, typ, load in todo:
             bar.update(1)
             with torch.no_grad(): w = load()

@@ -8,7 +8,7 @@ Docs: https://qspec-dev.github.io/qspec/stream.html.md"""
 from __future__ import annotations
 import ctypes, os, shutil
 from pathlib import Path
-from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib
+from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib, show_progress
 import torch, torch.nn as nn
 import bitsandbytes as bnb
 from fastcore.basics import patch
@@ -140,7 +140,7 @@ def merge_checkpoint(
     _check_fits(ups, layout, {n: i['shape'] for h in heads.values() for n, i in h.items()})
     for out_dtype in ([torch.float16, torch.bfloat16] if dtype == 'auto' else [getattr(torch, dtype)]):
         try:
-            with atomic_dir(out) as tmp, tqdm(total=sum(map(len, heads.values())), desc='merge', unit='tensor', disable=not progress) as bar:
+            with atomic_dir(out) as tmp, tqdm(total=sum(map(len, heads.values())), desc='merge', unit='tensor', disable=not show_progress(progress)) as bar:
                 wmap = _merge_files(src, tmp, dict(layout=layout, ups=ups, q=q, out_dtype=out_dtype, auto=dtype == 'auto', device=dev, bar=bar, trace=trace))
                 _finish(tmp, src, cfg, wmap, out_dtype)
             return Path(out)

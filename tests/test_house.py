@@ -66,3 +66,25 @@ def test_sidebar_lists_every_page_once():
     assert sorted(listed) == every and len(set(listed)) == len(listed), set(every) ^ set(listed)
     method = [p for s, p in build_docs.sidebar_order(house.NBS) if s == 'method']
     assert method == sorted(method) and method[0].startswith('01a_config'), method
+
+
+def test_output_rules_are_enforced(tmp_path):
+    "Each rule catches what it is for: a big output, a progress bar, a temporary path, an image over 2 MP"
+    import base64, io, json
+    from PIL import Image
+    b = io.BytesIO(); Image.new('RGB', (2000, 1100)).save(b, 'png')
+    outs = [dict(output_type='stream', name='stdout', text='x' * 60_000),
+            dict(output_type='stream', name='stderr', text='Loading: 100%|##########| 3/3 [00:01<00:00,  2.1it/s]\n'),
+            dict(output_type='stream', name='stdout', text='run directory: /tmp/tmpa1b2c3d4/run\n'),
+            dict(output_type='display_data', metadata={}, data={'image/png': base64.b64encode(b.getvalue()).decode()})]
+    nb = tmp_path/'x.ipynb'
+    nb.write_text(json.dumps(dict(cells=[dict(cell_type='code', source='', metadata={}, outputs=[o]) for o in outs])))
+    import unittest.mock as m
+    with m.patch.object(house, 'NBS', tmp_path): found = house.output_problems(nb)
+    assert [f.split(': ', 1)[1].split(' (')[0] for f in found] == ['an output of 60 KB', 'a progress-bar stream', 'a temporary path', 'an image of 2.2 MP'], found
+
+
+def test_saved_outputs_keep_the_rules():
+    "Every notebook of the site: no output over 50 KB, no progress bars, no image over 2 MP, no temporary paths"
+    found = [p for nb in house.all_notebooks() for p in house.output_problems(nb)]
+    assert not found, "re-run the notebooks with `make notebooks` (progress off, figures compacted):\n" + '\n'.join(found)

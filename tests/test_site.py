@@ -1,5 +1,5 @@
 """The docs site, opened in a real headless Chromium through a local HTTP server."""
-import functools, http.server, shutil, subprocess, sys, threading
+import functools, http.server, re, shutil, subprocess, sys, threading
 from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
@@ -115,3 +115,31 @@ def test_deploy_pages(page, site):
     page.goto(site + '/tutorials/deploy/deploy.html')
     body = page.inner_text('article')
     assert 'max abs Δlogit' in body and 'lora-gguf on f32 base' in body
+
+
+PLOT_CALL = re.compile(r'plt\.show\(\)|test_fig_exists\(|\.heatmaps?\(|\.explorer\(|\.plot_\w+\(|\bplot_\w+\(|\.plot\(\)|\bImage\(')
+
+
+def plot_cells_without_image(html: str) -> list[str]:
+    "The code cells of a page whose shown source draws a figure but whose output holds no image"
+    from bs4 import BeautifulSoup
+    out = []
+    for cell in BeautifulSoup(html, 'html.parser').select('div.jp-Cell.jp-CodeCell'):
+        src = cell.select_one('.jp-InputArea')
+        src = src.get_text() if src else ''
+        if re.search(r'^\s*def ', src, re.M): continue  # a cell defining a helper draws nothing yet
+        if PLOT_CALL.search(src) and 'save_png' not in src and not cell.select('.jp-OutputArea img'): out.append(src.strip()[:120])
+    return out
+
+
+def test_plot_cells_have_images(site):
+    "Every cell of the site that draws a figure shows it"
+    missing = {str(p.relative_to(SITE)): m for p in sorted(SITE.rglob('*.html')) if (m := plot_cells_without_image(p.read_text()))}
+    assert not missing, missing
+
+
+def test_plot_cell_rule():
+    "The rule sees a drawing cell without its image, and accepts one with it"
+    cell = '<div class="jp-Cell jp-CodeCell"><div class="jp-InputArea"><pre>run.snr.heatmap(25);</pre></div>{}</div>'
+    assert plot_cells_without_image(cell.format('')) == ['run.snr.heatmap(25);']
+    assert plot_cells_without_image(cell.format('<div class="jp-OutputArea"><img src="x.png"></div>')) == []
