@@ -327,7 +327,7 @@ def heatmap(self:Groups,
     if ax is None: _, ax = plt.subplots(figsize=(5.5, 4.5))
     im = ax.imshow(sim, cmap='RdBu_r', vmin=-1, vmax=1, interpolation='nearest')
     layers = [split_name(m)[0] for m in ms]
-    step = max(1, len(ms) // 10)
+    step = max(1, len(ms) // (10 if colorbar else 5))  # a panel of `heatmaps` is small: fewer labels
     ax.set_xticks(range(0, len(ms), step), layers[::step]); ax.set_yticks(range(0, len(ms), step), layers[::step])
     for g in self.groups:
         idx = sorted(ms.index(m) for m in g['members'] if m in ms)
@@ -372,7 +372,7 @@ def heatmaps(self:Groups,
     ts = list(self.similarity)
     if not ts: raise QspecError("no similarities to draw: every adapted module had an all-zero gradient")
     rows = math.ceil(len(ts) / cols)
-    fig, axs = plt.subplots(rows, min(cols, len(ts)), figsize=(3 * min(cols, len(ts)) + 1, 3 * rows), squeeze=False, layout='constrained')
+    fig, axs = plt.subplots(rows, min(cols, len(ts)), figsize=(2.8 * min(cols, len(ts)) + 1, 2.8 * rows), squeeze=False, layout='constrained')
     for ax in axs.flat[len(ts):]: ax.set_axis_off()
     for t, ax in zip(ts, axs.flat): self.heatmap(t, ax=ax, colorbar=False)
     fig.colorbar(axs.flat[0].images[0], ax=axs, shrink=0.7, label='gradient cosine similarity')

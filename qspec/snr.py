@@ -447,7 +447,7 @@ def explorer(self:SNRResults,
         n = sum(len(v) for v in self.select(slider.value).values())
         label.value = f'{n} of {len(self)} modules selected'
         with out:
-            out.clear_output(wait=True)
+            if out.outputs: out.clear_output(wait=True)  # nothing to clear the first time (and no terminal escapes where no page shows it)
             self.heatmap(slider.value); plt.show()
     slider.observe(draw, names='value'); draw()
     box = W.VBox([W.HBox([slider, label]), out])

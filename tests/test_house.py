@@ -76,12 +76,14 @@ def test_output_rules_are_enforced(tmp_path):
     outs = [dict(output_type='stream', name='stdout', text='x' * 60_000),
             dict(output_type='stream', name='stderr', text='Loading: 100%|##########| 3/3 [00:01<00:00,  2.1it/s]\n'),
             dict(output_type='stream', name='stdout', text='run directory: /tmp/tmpa1b2c3d4/run\n'),
-            dict(output_type='display_data', metadata={}, data={'image/png': base64.b64encode(b.getvalue()).decode()})]
+            dict(output_type='display_data', metadata={}, data={'image/png': base64.b64encode(b.getvalue()).decode()}),
+            dict(output_type='display_data', metadata={}, data={'application/vnd.jupyter.widget-view+json': {}, 'text/plain': 'merge:  40%|####      | 4/10 [00:01<00:02,  2.9tensor/s]'}),
+            dict(output_type='execute_result', metadata={}, data={'application/vnd.jupyter.widget-view+json': {}, 'text/plain': 'VBox(children=(HBox(...),))'})]
     nb = tmp_path/'x.ipynb'
     nb.write_text(json.dumps(dict(cells=[dict(cell_type='code', source='', metadata={}, outputs=[o]) for o in outs])))
     import unittest.mock as m
     with m.patch.object(house, 'NBS', tmp_path): found = house.output_problems(nb)
-    assert [f.split(': ', 1)[1].split(' (')[0] for f in found] == ['an output of 60 KB', 'a progress-bar stream', 'a temporary path', 'an image of 2.2 MP'], found
+    assert [f.split(': ', 1)[1].split(' (')[0] for f in found] == ['an output of 60 KB', 'a progress-bar stream', 'a temporary path', 'an image of 2.2 MP', 'a progress-bar widget'], found  # a widget that is not a bar is fine
 
 
 def test_saved_outputs_keep_the_rules():

@@ -188,7 +188,7 @@ def output_problems(nb: Path) -> list[str]:
             texts = [o.get('text', '')] + [v for k, v in o.get('data', {}).items() if k.startswith('text/')]
             text = ''.join(''.join(t) if isinstance(t, list) else t for t in texts)
             if o.get('output_type') == 'stream' and _BAR.search(text): out.append(f'{where}: a progress-bar stream')
-            if 'application/vnd.jupyter.widget-view+json' in o.get('data', {}): out.append(f'{where}: a widget (progress bar) output')
+            if 'application/vnd.jupyter.widget-view+json' in o.get('data', {}) and _BAR.search(text): out.append(f'{where}: a progress-bar widget')
             if _TMP.search(text): out.append(f'{where}: a temporary path ({_TMP.search(text)[0]})')
             if (png := o.get('data', {}).get('image/png')) and (px := _png_pixels(''.join(png))) > MAX_PIXELS: out.append(f'{where}: an image of {px / 1e6:.1f} MP')
     return out
