@@ -90,3 +90,17 @@ def test_saved_outputs_keep_the_rules():
     "Every notebook of the site: no output over 50 KB, no progress bars, no image over 2 MP, no temporary paths"
     found = [p for nb in house.all_notebooks() for p in house.output_problems(nb)]
     assert not found, "re-run the notebooks with `make notebooks` (progress off, figures compacted):\n" + '\n'.join(found)
+
+
+def test_compact_png():
+    "A plot-like PNG comes back as a smaller 256-colour PNG of the same size; a palette PNG comes back as it was"
+    import base64, io
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    fig, ax = plt.subplots(); ax.imshow([[i * j for i in range(30)] for j in range(30)]); b = io.BytesIO(); fig.savefig(b, format='png'); plt.close(fig)
+    old = base64.b64encode(b.getvalue()).decode()
+    new = house.compact_png(old)
+    a, c = (Image.open(io.BytesIO(base64.b64decode(x))) for x in (old, new))
+    assert len(new) < len(old) and c.mode == 'P' and a.size == c.size
+    assert house.compact_png(new) == new

@@ -200,8 +200,9 @@ def compact_png(b64: str) -> str:
     from PIL import Image
     im = Image.open(io.BytesIO(base64.b64decode(b64)))
     if im.mode == 'P': return b64
-    out = io.BytesIO()
-    im.convert('RGBA' if 'A' in im.getbands() else 'RGB').quantize(256, method=Image.Quantize.FASTOCTREE if 'A' in im.getbands() else Image.Quantize.MEDIANCUT).save(out, 'png', optimize=True)
+    alpha, out = 'A' in im.getbands(), io.BytesIO()
+    q = Image.Quantize.FASTOCTREE if alpha else Image.Quantize.MEDIANCUT  # Pillow's median cut takes RGB only
+    im.convert('RGBA' if alpha else 'RGB').quantize(256, method=q).save(out, 'png', optimize=True)
     new = base64.b64encode(out.getvalue()).decode()
     return new if len(new) < len(b64) else b64
 
