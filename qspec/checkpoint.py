@@ -9,10 +9,11 @@ from __future__ import annotations
 import json, math, os
 from pathlib import Path
 import torch
-from transformers import AutoConfig
 from .core import QspecError, atomic_dir, atomic_file
 from .models import INDEX_FILE, meta_model, resolve_model, weight_files
-from .quant import weight_layout
+# reading and writing tensors needs torch alone; transformers and bitsandbytes are imported by the two functions
+# that build a model's layout (`random_checkpoint`, `random_adapter`), so a scan or a merge that reads a checkpoint
+# does not pay for them here
 
 # %% auto #0
 __all__ = ['DTYPES', 'read_header', 'read_tensor', 'write_safetensors', 'tensor_index', 'load_tensor', 'checkpoint_params',
@@ -193,6 +194,8 @@ def random_adapter(
     "A random rsLoRA adapter of rank `r` on every layer a 4-bit load quantizes, as peft saves one"
     from peft import LoraConfig
     from safetensors.torch import save_file
+    from transformers import AutoConfig
+    from qspec.quant import weight_layout
     base, g = resolve_model(base), torch.Generator().manual_seed(seed)
     lay = {n: l for n, l in weight_layout(AutoConfig.from_pretrained(base)).items() if l['quantized']}
     shapes = {n: i['shape'] for n, (_, i, _) in tensor_index(base).items()}

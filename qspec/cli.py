@@ -17,8 +17,8 @@ from .core import ALLOCATIONS, MERGE_DTYPES, QspecError, atomic_file, check_allo
 # two cores), and `qspec --help`, `qspec train --example` and every argument error must answer in well under a second.
 
 # %% auto #0
-__all__ = ['Device', 'COMPARE_ARMS', 'PLAN_FORMATS', 'EXPORT_TARGETS', 'Arg', 'command', 'main', 'demo', 'train', 'compare',
-           'memory', 'convert', 'scan', 'allocate', 'group', 'merge', 'export', 'estimate']
+__all__ = ['Device', 'COMPARE_ARMS', 'PLAN_FORMATS', 'EXPORT_TARGETS', 'Arg', 'command', 'main', 'console', 'demo', 'train',
+           'compare', 'memory', 'convert', 'scan', 'allocate', 'group', 'merge', 'export', 'estimate']
 
 # %% ../nbs/09_cli.ipynb #6c000001
 class _Parser(argparse.ArgumentParser):
@@ -174,6 +174,14 @@ def main(
         return 130
     return 0
 
+# %% ../nbs/09_cli.ipynb #cl2c0002
+def console()->int: # the exit code
+    "The `qspec` console script: `main` on `sys.argv`, then the objects it made are left to the end of the process"
+    import gc
+    code = main()
+    gc.freeze()  # ending now: the collector need not walk what torch and the command built
+    return code
+
 # %% ../nbs/09_cli.ipynb #929551e7
 def _summary(
     m:dict, # a run's metrics
@@ -306,12 +314,14 @@ def scan(
     if nf4 and source == 'checkpoint': raise QspecError("--nf4 needs --source model (a checkpoint is read as stored)")
     if Path(out).expanduser().is_file(): raise QspecError(f"--out {out!r} is a file; give a folder to write the results into")
     from qspec.models import load_model, model_reference, resolve_model
-    from qspec.quant import load_nf4
-    from qspec.snr import SNRAnalyzer
+    from qspec.snr import SNRAnalyzer  # torch alone: a checkpoint is read without transformers or bitsandbytes
     src = model
     if source == 'auto' and not Path(str(model)).expanduser().is_file() and not any(resolve_model(model).glob('*.safetensors')):
         source = 'model'  # e.g. pytorch_model.bin only
-    if source == 'model' or nf4: src = load_nf4(model, device=device) if nf4 else load_model(model)
+    if nf4:
+        from qspec.quant import load_nf4
+        src = load_nf4(model, device=device)
+    elif source == 'model': src = load_model(model)
     res = SNRAnalyzer(src, types=types, method=method, device=device).scan()
     res.name = Path(str(model)).name
     if not Path(str(model)).expanduser().is_file(): res.source = model_reference(model)  # what other trainers load

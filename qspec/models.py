@@ -9,8 +9,8 @@ from __future__ import annotations
 import os, re, json, difflib, importlib.util
 from pathlib import Path
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
-                          LlamaConfig, GPT2Config, T5Config, PreTrainedModel)
+# transformers is imported inside the functions that build or load a model: naming, resolving and listing a
+# checkpoint's files (all a checkpoint scan needs) must not pay its 1.7 s and 250 MB
 from .core import QspecError, atomic_dir, cache_dir
 
 # %% auto #0
@@ -59,6 +59,7 @@ def embedded_checkpoint(
     if _is_complete(dest) and not force: return dest
     gguf = embedded_gguf()
     print(f'Converting the embedded {EMBEDDED_NAME} ({gguf.name}) into {dest} (once)...')
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     with atomic_dir(dest) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -130,6 +131,7 @@ def model_class(
     config, # a transformers config
 )->type: # the Auto class that loads this config
     "`AutoModelForSeq2SeqLM` for encoder-decoder configs, else `AutoModelForCausalLM`"
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
     return AutoModelForSeq2SeqLM if getattr(config, 'is_encoder_decoder', False) else AutoModelForCausalLM
 
 # %% ../nbs/01_models.ipynb #m0de0m02
@@ -141,6 +143,7 @@ def model_config(
     name:str|Path, # alias, checkpoint directory or hub id
 ): # the model's transformers config
     "The config of a model named as `resolve_model` accepts, or a `QspecError` saying what is wrong with its config.json"
+    from transformers import AutoConfig
     path = resolve_model(name)
     try: return AutoConfig.from_pretrained(path)
     except Exception as e:
@@ -188,6 +191,7 @@ def load_tokenizer(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
 ): # a transformers tokenizer
     "The tokenizer of a model named as `resolve_model` accepts, or a `QspecError` naming what is missing"
+    from transformers import AutoTokenizer
     path = resolve_model(name)
     try: return AutoTokenizer.from_pretrained(path)
     except Exception as e:
@@ -222,6 +226,7 @@ def tiny_config(
     vocab:int=256, # vocabulary size
 ): # a transformers config
     "A small config of architecture `arch` for fast tests"
+    from transformers import GPT2Config, LlamaConfig, T5Config
     if arch == 'llama': return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=layers,
                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                                            bos_token_id=1, eos_token_id=2, pad_token_id=0)

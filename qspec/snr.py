@@ -6,18 +6,20 @@ Docs: https://qspec-dev.github.io/qspec/snr.html.md"""
 
 # %% ../nbs/03_snr.ipynb #9b47aaf6
 from __future__ import annotations
-import json, math, re, warnings
+import json, math, re, sys, warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import QspecError, atomic_file, check_percent, pick_device, read_json, show_progress
-import bitsandbytes as bnb
-from transformers.pytorch_utils import Conv1D
 from .models import meta_model, resolve_model
-from .quant import dequantize
 from .checkpoint import load_tensor, tensor_index
+# A checkpoint scan needs torch and nothing more: bitsandbytes, transformers and qspec.quant are imported only
+# where an in-memory model is read (its 4-bit layers, GPT-2's `Conv1D`), so `qspec scan` does not pay their
+# 2.5 s and 160 MB before its first matrix
 
 # %% auto #0
 __all__ = ['METHODS', 'SNRStats', 'spectrum_snr', 'gram', 'gram_singular_values', 'singular_values', 'split_name',
@@ -53,13 +55,24 @@ def spectrum_snr(
 # %% ../nbs/03_snr.ipynb #764bc83e
 METHODS = ('gram', 'exact', 'svd')
 
+_GRAM_BLOCK = 2**22  # elements of `w` converted to the product's dtype at a time
+
 def gram(
     w:torch.Tensor, # a 2-D matrix
     dtype:torch.dtype=torch.float32, # dtype of the product
 )->torch.Tensor: # the smaller of W Wᵀ and Wᵀ W
-    "The smaller Gram matrix of `w`"
-    w = w.to(dtype)
-    return w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    "The smaller Gram matrix of `w`; a matrix stored in a narrower dtype is widened one block of columns at a time"
+    if w.shape[0] > w.shape[1]: w = w.T
+    n, m = w.shape
+    step = max(1, _GRAM_BLOCK // max(n, 1))
+    if w.dtype == dtype or step >= m:
+        w = w.to(dtype)
+        return w @ w.T
+    g = torch.zeros(n, n, dtype=dtype, device=w.device)
+    for j in range(0, m, step):
+        x = w[:, j:j + step].to(dtype)
+        g.addmm_(x, x.T)
+    return g
 
 def gram_singular_values(
     g:torch.Tensor, # one Gram matrix (k, k) or a batch (b, k, k)
@@ -109,20 +122,23 @@ def _conv1d_model(
 def checkpoint_matrices(
     path:str|Path, # checkpoint directory (single or sharded safetensors) or one .safetensors file
 ):
-    "Yield `(module name, loader)` for every 2-D weight inside a numbered block; `loader()` reads the `(out, in)` matrix"
+    "Yield `(module name, (out, in) shape, loader)` for every 2-D weight inside a numbered block; `loader()` reads the `(out, in)` matrix"
     path = Path(path).expanduser()
     index, transpose = tensor_index(path), _conv1d_model(path)  # shapes from the headers: 1-D weights (norms) have no spectrum
     names = sorted(k for k, (_, i, _) in index.items() if k.endswith('.weight') and len(i['shape']) == 2 and split_name(k)[0] is not None and not _SKIP.search(k))
     def load(k):
         w = load_tensor(index[k])
         return w.T if transpose else w
-    for k in names: yield k.removesuffix('.weight'), (lambda k=k: load(k))
+    for k in names:
+        n, m = index[k][1]['shape']
+        yield k.removesuffix('.weight'), ((m, n) if transpose else (n, m)), (lambda k=k: load(k))
 
 # %% ../nbs/03_snr.ipynb #77399d39
 def effective_weight(
     m:nn.Module, # a linear layer: full precision, NF4, or peft LoRA-wrapped
 )->torch.Tensor: # the (out, in) float weight it computes with, adapters included
     "The weight a layer computes with: dequantized, plus its active LoRA updates"
+    from qspec.quant import dequantize  # bitsandbytes, only when a model is in memory
     base = getattr(m, 'base_layer', None)
     if base is None: return dequantize(m)
     w = dequantize(base)
@@ -132,12 +148,27 @@ def effective_weight(
             w = w + (d.T if getattr(m, 'fan_in_fan_out', False) else d)
     return w
 
+# %% ../nbs/03_snr.ipynb #5c000002
+def _matrix_classes()->tuple[type, ...]: # nn.Linear, and Conv1D / Linear4bit where their modules are loaded
+    "The layer classes that hold one weight matrix, among those that can exist in this process"
+    conv = getattr(sys.modules.get('transformers.pytorch_utils'), 'Conv1D', None)
+    nf4 = getattr(getattr(sys.modules.get('bitsandbytes'), 'nn', None), 'Linear4bit', None)
+    return tuple(c for c in (nn.Linear, conv, nf4) if c is not None)
+
+def _out_in(
+    m:nn.Module, # a matrix module (`is_matrix_module`)
+)->tuple[int, int]: # the (out, in) shape of the matrix it computes with
+    "A matrix module's `(out, in)` shape, without reading its weight (4-bit layers store it packed)"
+    m = getattr(m, 'base_layer', m)
+    if hasattr(m, 'in_features'): return (m.out_features, m.in_features)
+    return tuple(m.weight.shape[::-1]) if type(m).__name__ == 'Conv1D' else tuple(m.weight.shape)
+
 # %% ../nbs/03_snr.ipynb #5a000002
 def is_matrix_module(
     m:nn.Module, # any module
 )->bool: # whether it holds one weight matrix the scan scores
     "Linear, GPT-2 `Conv1D`, 4-bit linear, or a peft LoRA layer wrapping one of them"
-    return isinstance(m, (nn.Linear, Conv1D, bnb.nn.Linear4bit)) or hasattr(m, 'lora_A') and hasattr(m, 'base_layer')
+    return isinstance(m, _matrix_classes()) or hasattr(m, 'lora_A') and hasattr(m, 'base_layer')
 
 # %% ../nbs/03_snr.ipynb #5a000004
 def _expert_params(
@@ -150,7 +181,7 @@ def _expert_params(
 def model_matrices(
     model:nn.Module, # a model: full precision, NF4, or with peft LoRA adapters
 ):
-    "Yield `(module name, loader)` for every linear inside a numbered block; `loader()` gives the effective `(out, in)` weight"
+    "Yield `(module name, (out, in) shape, loader)` for every linear inside a numbered block; `loader()` gives the effective `(out, in)` weight"
     mods, skip = [], set()
     for name, m in model.named_modules():
         if any(name.startswith(s + '.') for s in skip): continue
@@ -158,9 +189,9 @@ def model_matrices(
         if split_name(clean)[0] is None or _SKIP.search(clean): continue
         if is_matrix_module(m):
             if hasattr(m, 'base_layer'): skip.add(name)
-            mods.append((clean, lambda m=m: effective_weight(m)))
+            mods.append((clean, _out_in(m), lambda m=m: effective_weight(m)))
         for pn, p in _expert_params(m):  # one matrix per expert: '<module>.<expert>.<param>'
-            mods += [(f'{clean}.{e}.{pn}', lambda p=p, e=e: p[e].detach().float()) for e in range(p.shape[0])]
+            mods += [(f'{clean}.{e}.{pn}', tuple(p.shape[1:]), lambda p=p, e=e: p[e].detach().float()) for e in range(p.shape[0])]
     yield from mods
 
 # %% ../nbs/03_snr.ipynb #6ce978da
@@ -221,54 +252,79 @@ class SNRAnalyzer:
 # %% ../nbs/03_snr.ipynb #f4a51c9c
 @patch
 def matrices(self:SNRAnalyzer):
-    "The source's `(name, loader)` pairs"
+    "The source's `(name, shape, loader)` triples"
     return model_matrices(self.source) if isinstance(self.source, nn.Module) else checkpoint_matrices(self.path)
 
 # %% ../nbs/03_snr.ipynb #5b000013
 @patch
-def _todo(self:SNRAnalyzer)->list[tuple]: # (name, layer, type, loader) of each matrix to score
-    "The matrices of the chosen types, from their names alone (no matrix is read)"
-    todo = [(name, *split_name(name), load) for name, load in self.matrices()]
-    want, avail = set(self.types or ()), sorted({t for _, _, t, _ in todo})
+def _todo(self:SNRAnalyzer)->list[tuple]: # (name, layer, type, (out, in) shape, loader) of each matrix to score
+    "The matrices of the chosen types, from their names and shapes alone (no matrix is read)"
+    todo = [(name, *split_name(name), shape, load) for name, shape, load in self.matrices()]
+    want, avail = set(self.types or ()), sorted({x[2] for x in todo})
     if want - set(avail): raise QspecError(f"unknown module type(s) {', '.join(sorted(want - set(avail)))}; available: {', '.join(avail)}")
     return [x for x in todo if not want or x[2] in want]
 
 # %% ../nbs/03_snr.ipynb #5b000015
 @patch
-def _solve(self:SNRAnalyzer,
-    pending:list, # (row, Gram matrix) pairs of one shape
+def _score(self:SNRAnalyzer,
+    item:tuple, # one of `_todo`'s matrices
+)->dict|None: # its row, or None for a weight that is not a matrix
+    "Read one matrix, move it to the device and score it"
+    name, layer, typ, _, load = item
+    with torch.no_grad(): w = load()
+    if w.ndim != 2: return None  # 1-D weights (norms, biases) have no spectrum
+    w = w.to(self.device)
+    row = dict(module=name, type=typ, layer=layer, shape=tuple(w.shape))
+    if not bool(torch.isfinite(w).all()): return dict(row, **vars(SNRStats(math.nan, 0, math.nan, math.nan)))
+    return dict(row, **vars(spectrum_snr(singular_values(w, self.method), *w.shape)))
+
+# %% ../nbs/03_snr.ipynb #5c000004
+_PARALLEL_BYTES = 2**30  # on CPU, the matrices being scored at once hold at most this much, together
+
+def _matrix_bytes(
+    shape:tuple[int, int], # (out, in)
+)->int: # an upper bound of the memory one matrix takes while it is scored
+    "Bytes of a matrix as stored (at most fp32), one widened block of it (`gram`), its Gram matrix and the eigensolver's copy, in fp64 at most"
+    n, m = shape
+    return 4 * n * m + 8 * min(n * m, _GRAM_BLOCK) + 16 * min(n, m) ** 2
+
+@patch
+def _workers(self:SNRAnalyzer,
+    todo:list, # `_todo`'s matrices
+)->int: # matrices to score at once
+    "One matrix at a time on a GPU; on CPU one per thread, as many as fit `_PARALLEL_BYTES` at the largest matrix's size"
+    if self.device != 'cpu' or not todo: return 1
+    return max(1, min(torch.get_num_threads(), _PARALLEL_BYTES // max(_matrix_bytes(x[3]) for x in todo)))
+
+@contextmanager
+def _threads_each(
+    n:int, # workers that will run at once
 ):
-    "Fill the SNR of `pending` rows from their Gram matrices, in one batched eigensolve"
-    for (row, _), s in zip(pending, gram_singular_values(torch.stack([g for _, g in pending]))):
-        row.update(vars(spectrum_snr(s, *row['shape'])))
-    pending.clear()
+    "Give each of `n` concurrent workers an equal share of torch's CPU threads, and restore the count after"
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // n))
+    try: yield
+    finally: torch.set_num_threads(before)
 
 # %% ../nbs/03_snr.ipynb #5b000018
 @patch
 def scan(self:SNRAnalyzer,
-    batch:int=8, # same-shape Gram matrices solved together (method 'gram')
+    workers:int|None=None, # matrices scored at once (default: `_workers`' choice for the device and the largest matrix)
 )->SNRResults: # one row per matrix
     "Score every matrix (of the chosen types) and return the results"
-    todo, rows, bad, pending = self._todo(), [], [], {}
-    with tqdm(total=len(todo), desc='SNR scan', disable=not show_progress(self.progress), leave=False) as bar:
-        for name, layer, typ, load in todo:
-            bar.update(1)
-            with torch.no_grad(): w = load()
-            if w.ndim != 2: continue  # 1-D weights (norms, biases) have no spectrum
-            w = w.to(self.device)
-            row = dict(module=name, type=typ, layer=layer, shape=tuple(w.shape))
-            rows.append(row)
-            if not bool(torch.isfinite(w).all()):
-                bad.append(name); row.update(vars(SNRStats(math.nan, 0, math.nan, math.nan)))
-            elif self.method == 'gram':
-                g = gram(w)
-                q = pending.setdefault(g.shape, [])
-                q.append((row, g))
-                if len(q) >= batch: self._solve(q)
-            else: row.update(vars(spectrum_snr(singular_values(w, self.method), *w.shape)))
-            del w
-    for q in pending.values():
-        if q: self._solve(q)
+    if workers is not None and (not isinstance(workers, int) or workers < 1): raise QspecError(f"workers must be a whole number ≥ 1, got {workers!r}")
+    todo = self._todo()
+    n = workers or self._workers(todo)
+    ex = ThreadPoolExecutor(n) if n > 1 else None
+    try:
+        with tqdm(total=len(todo), desc='SNR scan', disable=not show_progress(self.progress), leave=False) as bar, _threads_each(n):
+            rows = []
+            for r in (ex.map(self._score, todo) if ex else map(self._score, todo)):
+                bar.update(1)
+                if r is not None: rows.append(r)
+    finally:
+        if ex: ex.shutdown(cancel_futures=True)
+    bad = [r['module'] for r in rows if math.isnan(r['snr'])]
     if bad: warnings.warn(f"{len(bad)} matrices hold NaN or inf and were excluded from selection: {', '.join(bad[:5])}")
     return SNRResults(rows, name=self.name)
 
@@ -277,11 +333,8 @@ def shape_scan(
     config, # a transformers config
 )->SNRResults: # one row per matrix the scan would score, with a stand-in SNR
     "The rows an SNR scan of `config`'s model would have, from shapes alone"
-    m, rows = meta_model(config), []
-    mods = dict(m.named_modules())
-    for i, (name, _) in enumerate(model_matrices(m)):
-        w = mods[name].weight
-        shape = (w.shape[1], w.shape[0]) if type(mods[name]).__name__ == 'Conv1D' else tuple(w.shape)
+    rows = []
+    for i, (name, shape, _) in enumerate(model_matrices(meta_model(config))):
         layer, typ = split_name(name)
         rows.append(dict(module=name, type=typ, layer=layer, shape=shape, snr=float(i + 1), n_signal=0, sigma=0.0, tau=0.0))
     return SNRResults(rows, name=getattr(config, 'name_or_path', ''))
