@@ -73,10 +73,15 @@ pytest: setup
 	$(BIN)/python -m pytest -v
 
 # The measurements behind the benchmark pages (about 2 hours on two CPU cores): the study of the arms at their best
-# learning rate over 5 seeds, the study at the shipped defaults, the attribution of the savings, then the SNR scan; figures into benchmarks/results/.
+# learning rate over 5 seeds, the study at the shipped defaults, the attribution of the savings, then the SNR scan,
+# the training step against the matrix-multiply limit, the size benchmark and the commands' imports (against the
+# commit before they were cut); figures into benchmarks/results/.
 bench: setup
 	$(BIN)/python benchmarks/train.py --out benchmarks/results
 	$(BIN)/python benchmarks/snr_scan.py --out benchmarks/results/snr_scan.json
+	$(BIN)/python benchmarks/step.py --out benchmarks/results/step.json
+	$(BIN)/python benchmarks/size.py --out benchmarks/results/size.json
+	git worktree add -f /tmp/qspec-before a375f31 && $(BIN)/python benchmarks/front_door.py --before /tmp/qspec-before --out benchmarks/results/front_door.json
 
 # Run every notebook and save its outputs (for the docs), then clean them.
 notebooks: setup

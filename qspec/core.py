@@ -6,15 +6,16 @@ Docs: https://qspec-dev.github.io/qspec/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #5d50ac7a
 from __future__ import annotations
-import errno, os, re, sys, json, shutil, logging, tempfile, contextlib
+import contextlib, ctypes, errno, os, re, sys, json, shutil, logging, tempfile
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['ALLOCATIONS', 'MERGE_DTYPES', 'CHECK_MAX_PARAMS', 'QspecError', 'atomic_dir', 'atomic_file', 'read_json',
            'find_adapter', 'check_device_name', 'pick_device', 'compute_dtype', 'check_percent', 'check_tiers',
            'check_rank_range', 'check_lr_scale', 'check_allocation', 'check_merge_dtype', 'quiet_bitsandbytes',
-           'cache_dir', 'peak_memory_mib', 'rss_mib', 'memory_mib', 'reset_peak_memory', 'init_distributed',
-           'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png', 'show_progress']
+           'cache_dir', 'peak_memory_mib', 'rss_mib', 'trim_memory', 'memory_mib', 'reset_peak_memory',
+           'init_distributed', 'all_gather', 'check_same', 'main_process_first', 'latest_checkpoint', 'save_png',
+           'show_progress']
 
 # %% ../nbs/00_core.ipynb #65105e52
 class QspecError(Exception):
@@ -263,6 +264,12 @@ def rss_mib()->float: # resident memory of this process now, MiB (NaN where /pro
     try: return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
     except (OSError, StopIteration): return float('nan')
 
+
+# %% ../nbs/00_core.ipynb #c0tm0002
+def trim_memory():
+    "Give memory freed by the C allocator back to the system (glibc's `malloc_trim`; nothing where there is no glibc)"
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass
 
 # %% ../nbs/00_core.ipynb #6d0p0003
 def memory_mib(

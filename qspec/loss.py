@@ -24,10 +24,12 @@ class _ChunkedCE(torch.autograd.Function):
         for i in range(0, len(y), chunk):
             hc, yc = h[i:i + chunk].to(w.dtype), y[i:i + chunk]
             z = (hc @ w.T).float()
-            lse = z.logsumexp(-1)
-            loss += (lse - z.gather(1, yc[:, None])[:, 0]).sum()
+            zy, m = z.gather(1, yc[:, None])[:, 0], z.amax(-1, keepdim=True)
+            p = z.sub_(m).exp_()  # softmax numerators, in place: the one exponential of the logits
+            s = p.sum(-1)
+            loss += (s.log() + m[:, 0] - zy).sum()  # log-sum-exp minus the target's logit
             if gh is None and gw is None: continue  # evaluation: the loss only
-            g = z.sub_(lse[:, None]).exp_()  # softmax, in place
+            g = p.div_(s[:, None])  # softmax
             g[torch.arange(len(yc), device=g.device), yc] -= 1
             if gh is not None: gh[i:i + chunk] = (g.to(w.dtype) @ w).to(h.dtype)
             if gw is not None: gw += g.T @ hc.float()

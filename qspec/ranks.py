@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from .core import QspecError, atomic_dir, atomic_file, check_allocation, check_lr_scale, check_rank_range, check_tiers, read_json
 import torch, torch.nn as nn
 from fastcore.basics import patch
-from peft import LoraConfig, get_peft_model, PeftModel
-from peft.utils import get_peft_model_state_dict
 from .snr import SNRResults
+# peft (1.9 s and 160 MB with the bitsandbytes it loads) is imported where adapters are made or saved: planning
+# from a scan, and so `qspec estimate` and `qspec allocate`, needs none of it
 from .config import TrainConfig
 
 # %% auto #0
@@ -288,6 +288,7 @@ def _alpha(a)->int|float: # `a` as an int when it is whole: `16`, not `16.0`, in
 @patch
 def lora_config(self:LoraPlan)->LoraConfig: # target_modules, rank_pattern and alpha_pattern of the plan
     "peft's `LoraConfig` for this plan"
+    from peft import LoraConfig
     ad = self.adapted
     if not ad: raise QspecError("the plan adapts no module (every rank is 0); raise the budget or the tiers")
     esc = {m: re.escape(m) for m in ad}
@@ -314,6 +315,7 @@ def apply_plan(
     reentrant:bool=False, # use reentrant checkpointing (then inputs must require gradients)
 )->PeftModel: # the model with adapters, only the adapters trainable
     "Attach the plan's adapters to `model`: adapters only where rank > 0"
+    from peft import get_peft_model
     check_plan(plan, (n for n, _ in model.named_modules()))
     # transformers, and again peft on an unquantized base, make the embeddings' output require gradients, so every
     # layer would run its backward; only reentrant checkpointing needs that. Each replaces the other's record of its hook.
@@ -330,6 +332,7 @@ def export_peft(
     path:str|Path, # directory to write
 )->Path: # `path`
     "Save as a standard peft adapter, each member of a group holding a copy of the shared weights"
+    from peft.utils import get_peft_model_state_dict
     sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
     with atomic_dir(path) as tmp:
         pm.peft_config['default'].save_pretrained(tmp)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import QspecError, atomic_file, check_percent, pick_device, read_json, show_progress
+from .core import QspecError, atomic_file, check_percent, pick_device, read_json, show_progress, trim_memory
 from .models import meta_model, resolve_model
 from .checkpoint import load_tensor, tensor_index
 # A checkpoint scan needs torch and nothing more: bitsandbytes, transformers and qspec.quant are imported only
@@ -55,7 +55,7 @@ def spectrum_snr(
 # %% ../nbs/03_snr.ipynb #764bc83e
 METHODS = ('gram', 'exact', 'svd')
 
-_GRAM_BLOCK = 2**22  # elements of `w` converted to the product's dtype at a time
+_GRAM_BLOCK = 2**20  # elements of `w` converted to the product's dtype at a time
 
 def gram(
     w:torch.Tensor, # a 2-D matrix
@@ -275,11 +275,17 @@ def _score(self:SNRAnalyzer,
     if w.ndim != 2: return None  # 1-D weights (norms, biases) have no spectrum
     w = w.to(self.device)
     row = dict(module=name, type=typ, layer=layer, shape=tuple(w.shape))
-    if not bool(torch.isfinite(w).all()): return dict(row, **vars(SNRStats(math.nan, 0, math.nan, math.nan)))
-    return dict(row, **vars(spectrum_snr(singular_values(w, self.method), *w.shape)))
+    if self.method == 'svd': ok, s = bool(torch.isfinite(w).all()), None
+    else:  # a NaN or inf anywhere in a row of W makes that row's squared norm, on the Gram diagonal, NaN or inf
+        g = gram(w, torch.float64 if self.method == 'exact' else torch.float32)
+        ok = bool(torch.isfinite(g.diagonal()).all())
+    if ok: s = singular_values(w, 'svd') if self.method == 'svd' else gram_singular_values(g)
+    del w
+    if self.device == 'cpu': trim_memory()  # this matrix's memory back to the system before the next is read
+    return dict(row, **vars(spectrum_snr(s, *row['shape']) if ok else SNRStats(math.nan, 0, math.nan, math.nan)))
 
 # %% ../nbs/03_snr.ipynb #5c000004
-_PARALLEL_BYTES = 2**30  # on CPU, the matrices being scored at once hold at most this much, together
+_PARALLEL_BYTES = 2**28  # on CPU, the matrices being scored at once hold at most this much, together
 
 def _matrix_bytes(
     shape:tuple[int, int], # (out, in)

@@ -6,9 +6,9 @@ Docs: https://qspec-dev.github.io/qspec/stream.html.md"""
 
 # %% ../nbs/06c_stream.ipynb #777d37d7
 from __future__ import annotations
-import ctypes, os, shutil
+import os, shutil
 from pathlib import Path
-from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib, show_progress
+from .core import QspecError, atomic_dir, atomic_file, check_merge_dtype, pick_device, rss_mib, show_progress, trim_memory
 import torch, torch.nn as nn
 import bitsandbytes as bnb
 from fastcore.basics import patch
@@ -93,17 +93,11 @@ def _merge_files(
             def tensors():
                 for n in specs:
                     yield n, _merged_tensor(n, read_tensor(f, h[n], start), ctx['layout'], ctx['ups'], ctx['q'], ctx['out_dtype'], ctx['auto'], ctx['device'])
-                    seen.add(n); ctx['bar'].update(1); _trim()
+                    seen.add(n); ctx['bar'].update(1); trim_memory()
                     if ctx['trace'] is not None: ctx['trace'].append((sum(os.path.getsize(p) for p in tmp.glob('*.safetensors')), rss_mib()))
             write_safetensors(tmp/shard.name, specs, tensors())
         wmap.update({n: shard.name for n in specs})
     return wmap
-
-# %% ../nbs/06c_stream.ipynb #365b9a1c
-def _trim():
-    "Give memory freed by the C allocator back to the system (glibc keeps freed blocks of a few MB otherwise)"
-    try: ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError): pass
 
 # %% ../nbs/06c_stream.ipynb #f90492f2
 def _check_fits(

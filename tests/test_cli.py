@@ -41,3 +41,18 @@ def test_bad_model_names(tmp_path):
 def test_bad_option():
     r = qspec('memory')
     assert r.returncode == 2 and r.stderr == "qspec: error: the following arguments are required: model (see `qspec memory --help`)\n", r.stderr
+
+
+def test_commands_import_what_they_use(tmp_path):
+    "A checkpoint scan imports torch and matplotlib, not transformers, bitsandbytes or peft; an estimate does not import peft"
+    from qspec.models import save_tiny
+    ck = save_tiny('llama', tmp_path/'tiny')
+    (tmp_path/'c.yaml').write_text(f'out: {tmp_path}/run\nmodel: {ck}\ndevice: cpu\n')
+    heavy = ('torch', 'matplotlib', 'transformers', 'bitsandbytes', 'peft')
+    for argv, want in ((['scan', str(ck), '--source', 'checkpoint', '--out', str(tmp_path/'s')], ['matplotlib', 'torch']),
+                       (['estimate', str(tmp_path/'c.yaml')], ['bitsandbytes', 'torch', 'transformers'])):
+        probe = (f"import sys, contextlib, io\nfrom qspec.cli import main\nwith contextlib.redirect_stdout(io.StringIO()): code = main({argv!r})\n"
+                 f"print(code, sorted(m for m in {heavy!r} if m in sys.modules))")
+        r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, env={**os.environ, 'TQDM_DISABLE': '1'})
+        assert r.stdout.strip() == f'0 {want}', (argv[0], r.stdout, r.stderr[-2000:])
+    assert (tmp_path/'s'/'snr.json').exists() and (tmp_path/'s'/'snr_heatmap.png').exists()
