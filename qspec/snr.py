@@ -53,8 +53,6 @@ def spectrum_snr(
     return SNRStats(signal / noise / s[0].item(), int(above.sum()), sigma, tau)
 
 # %% ../nbs/03_snr.ipynb #764bc83e
-METHODS = ('gram', 'exact', 'svd')
-
 _GRAM_BLOCK = 2**20  # elements of `w` converted to the product's dtype at a time
 
 def gram(
@@ -73,6 +71,10 @@ def gram(
         x = w[:, j:j + step].to(dtype)
         g.addmm_(x, x.T)
     return g
+
+
+# %% ../nbs/03_snr.ipynb #5c000011
+METHODS = ('gram', 'exact', 'svd')
 
 def gram_singular_values(
     g:torch.Tensor, # one Gram matrix (k, k) or a batch (b, k, k)
@@ -155,6 +157,8 @@ def _matrix_classes()->tuple[type, ...]: # nn.Linear, and Conv1D / Linear4bit wh
     nf4 = getattr(getattr(sys.modules.get('bitsandbytes'), 'nn', None), 'Linear4bit', None)
     return tuple(c for c in (nn.Linear, conv, nf4) if c is not None)
 
+
+# %% ../nbs/03_snr.ipynb #5c000013
 def _out_in(
     m:nn.Module, # a matrix module (`is_matrix_module`)
 )->tuple[int, int]: # the (out, in) shape of the matrix it computes with
@@ -294,6 +298,8 @@ def _matrix_bytes(
     n, m = shape
     return 4 * n * m + 8 * min(n * m, _GRAM_BLOCK) + 16 * min(n, m) ** 2
 
+
+# %% ../nbs/03_snr.ipynb #5c000015
 @patch
 def _workers(self:SNRAnalyzer,
     todo:list, # `_todo`'s matrices
@@ -302,6 +308,8 @@ def _workers(self:SNRAnalyzer,
     if self.device != 'cpu' or not todo: return 1
     return max(1, min(torch.get_num_threads(), _PARALLEL_BYTES // max(_matrix_bytes(x[3]) for x in todo)))
 
+
+# %% ../nbs/03_snr.ipynb #5c000017
 @contextmanager
 def _threads_each(
     n:int, # workers that will run at once
