@@ -178,7 +178,7 @@ def load_model(
     name:str|Path='smollm2', # alias, checkpoint directory or hub id
     dtype:torch.dtype=torch.float32, # dtype of the loaded weights
     device:str='cpu', # device to load onto
-)->PreTrainedModel: # the model, in eval mode
+)->torch.nn.Module: # the transformers model, in eval mode
     "Load a model in full precision from anything `resolve_model` accepts"
     path, cfg = resolve_model(name), model_config(name)
     return model_class(cfg).from_pretrained(check_weights(path), dtype=dtype, device_map={'': device}).eval()
@@ -203,7 +203,7 @@ def load_tokenizer(
 # %% ../nbs/01_models.ipynb #4f6da633
 @torch.no_grad()
 def ask(
-    model:PreTrainedModel, # a causal LM (full precision, NF4 or with adapters)
+    model:torch.nn.Module, # a transformers causal LM (full precision, NF4 or with adapters)
     tok, # its tokenizer
     question:str, # the user's message
     max_new_tokens:int=48, # length limit of the answer
@@ -241,7 +241,7 @@ def tiny_model(
     arch:str='llama', # one of `TINY_ARCHS`
     seed:int=0, # random seed of the weights
     **kwargs, # passed to `tiny_config`
-)->PreTrainedModel:
+)->torch.nn.Module: # a transformers model
     "A tiny random-weight model of architecture `arch`, in fp32 and eval mode"
     cfg = tiny_config(arch, **kwargs)
     torch.manual_seed(seed)
